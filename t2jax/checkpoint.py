@@ -1,0 +1,63 @@
+"""Orbax checkpoints of the train state and the grain data iterator, with damaged-checkpoint fallback."""
+
+import logging
+from typing import Any, Optional
+
+import grain
+import jax
+import orbax.checkpoint as ocp
+
+log = logging.getLogger(__name__)
+
+
+class Checkpointer:
+  """Saves `{state, data}` every `every` steps (and when forced); restores the newest intact step."""
+
+  def __init__(self, directory: str, *, every: int, keep: int = 2):
+    if every <= 0:
+      raise ValueError(f"train.checkpoint_every={every}: must be a positive number of steps")
+    self.every = every
+    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
+                                           enable_async_checkpointing=False)
+    self.manager = ocp.CheckpointManager(directory, options=options, item_names=("state", "data"))
+
+  def should_save(self, step: int) -> bool:
+    return step % self.every == 0
+
+  def save(self, step: int, state: Any, data_iter) -> None:
+    self.manager.save(step, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state), data=grain.checkpoint.CheckpointSave(data_iter)),
+        force=True)
+    self.manager.wait_until_finished()
+
+  def restore_latest(self, abstract_state: Any, data_iter) -> Optional[tuple]:
+    """Returns (step, state) from the newest checkpoint that restores, or None if there is none.
+
+    A checkpoint that fails to restore (truncated or corrupted files) is skipped with a warning and
+    the previous one is tried; `data_iter` is set to the restored position in place.
+    """
+    steps = sorted(self.manager.all_steps(), reverse=True)
+    for step in steps:
+      try:
+        restored = self.manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract_state),
+            data=grain.checkpoint.CheckpointRestore(data_iter)))
+        return step, restored["state"]
+      except Exception as e:  # noqa: BLE001  (any failure means this checkpoint is unusable)
+        log.warning("checkpoint at step %d in %s is damaged (%s: %s); trying the previous one",
+                    step, self.manager.directory, type(e).__name__, str(e)[:200])
+        print(f"WARNING: checkpoint step {step} is damaged ({type(e).__name__}); "
+              "falling back to the previous checkpoint", flush=True)
+    if steps:
+      raise RuntimeError(f"every checkpoint in {self.manager.directory} is damaged (steps {steps}); "
+                         "delete that directory to train from scratch")
+    return None
+
+  def close(self) -> None:
+    self.manager.close()
+
+
+def abstract_with_shardings(tree: Any, shardings: Any) -> Any:
+  """ShapeDtypeStructs carrying the target shardings, for restoring straight onto the mesh."""
+  return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree,
+                      shardings)

@@ -1,0 +1,49 @@
+"""Named model sizes: a tiny CPU range and the T2 paper's range (about 5M to 901M).
+
+Each name gives N, the parameter count the laws use (blocks + output head, see `model.count_params`),
+at the vocabulary its presets use: `cpu-*` at the shipped 2,048-token BPE, `t2-*` at NeoX-20B's 50,432
+padded rows. With another vocabulary N changes (the head is V·d_model) and the name is only a label.
+"""
+
+import dataclasses
+
+from t2jax.model import ModelConfig
+
+# name: (d_model, n_layers, n_heads, d_ff)
+SIZES = {
+    "cpu-90k": (32, 2, 2, 96),
+    "cpu-150k": (48, 2, 3, 128),
+    "cpu-280k": (64, 3, 4, 176),
+    "cpu-640k": (96, 4, 6, 256),
+    "cpu-1m": (128, 4, 4, 352),
+    "cpu-2m": (160, 6, 5, 432),
+    "cpu-3m": (192, 6, 6, 512),
+    "cpu-5m": (256, 6, 8, 688),
+    "t2-5m": (96, 2, 3, 256),
+    "t2-7m": (128, 3, 4, 352),
+    "t2-11m": (192, 4, 6, 512),
+    "t2-16m": (256, 4, 4, 688),
+    "t2-24m": (320, 6, 5, 864),
+    "t2-34m": (384, 8, 6, 1024),
+    "t2-51m": (512, 8, 8, 1376),
+    "t2-82m": (640, 10, 10, 1728),
+    "t2-124m": (768, 12, 12, 2048),
+    "t2-180m": (896, 14, 14, 2400),
+    "t2-254m": (1024, 16, 16, 2752),
+    "t2-421m": (1280, 18, 20, 3456),
+    "t2-644m": (1536, 20, 24, 4096),
+    "t2-901m": (1792, 21, 28, 4800),
+}
+
+CPU_VOCAB = 2048
+PAPER_VOCAB = 50432
+
+
+def model_config(size: str, *, vocab_size: int, max_seq_len: int, **overrides) -> ModelConfig:
+  """The ModelConfig of a named size; `overrides` set numerics (dtype, remat, ...)."""
+  if size not in SIZES:
+    raise ValueError(f"model size {size!r} is unknown; choose one of {sorted(SIZES)}")
+  d_model, n_layers, n_heads, d_ff = SIZES[size]
+  cfg = ModelConfig(vocab_size=vocab_size, d_model=d_model, n_layers=n_layers, n_heads=n_heads,
+                    d_ff=d_ff, max_seq_len=max_seq_len)
+  return dataclasses.replace(cfg, **overrides).validate()
