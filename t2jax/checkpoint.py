@@ -30,18 +30,19 @@ class Checkpointer:
         force=True)
     self.manager.wait_until_finished()
 
-  def restore_latest(self, abstract_state: Any, data_iter) -> Optional[tuple]:
+  def restore_latest(self, abstract_state: Any, data_iter=None) -> Optional[tuple]:
     """Returns (step, state) from the newest checkpoint that restores, or None if there is none.
 
     A checkpoint that fails to restore (truncated or corrupted files) is skipped with a warning and
-    the previous one is tried; `data_iter` is set to the restored position in place.
+    the previous one is tried; `data_iter` (None: parameters only) is set to its saved position.
     """
     steps = sorted(self.manager.all_steps(), reverse=True)
+    items = {"state": ocp.args.StandardRestore(abstract_state)}
+    if data_iter is not None:
+      items["data"] = grain.checkpoint.CheckpointRestore(data_iter)
     for step in steps:
       try:
-        restored = self.manager.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract_state),
-            data=grain.checkpoint.CheckpointRestore(data_iter)))
+        restored = self.manager.restore(step, args=ocp.args.Composite(**items))
         return step, restored["state"]
       except Exception as e:  # noqa: BLE001  (any failure means this checkpoint is unusable)
         log.warning("checkpoint at step %d in %s is damaged (%s: %s); trying the previous one",

@@ -1,0 +1,111 @@
+"""Answer extraction shared by the verifiers.
+
+Every extractor reads the first non-empty line of a completion (leading whitespace and blank lines
+are skipped; later lines are ignored) and forgives formatting slips: surrounding whitespace, letter
+case, trailing punctuation, and trailing text once the answer is delimited. It returns None when no
+answer can be read, which every verifier counts as wrong.
+"""
+
+import decimal
+import re
+from typing import Sequence
+
+LETTERS = "ABCDEFGH"
+_TRAILING_PUNCT = ".,;:!?"
+_PHRASE_END = re.compile(r"[.,;!?]")
+_INT = re.compile(r"[+-]?\d+")
+_POINT = re.compile(r"\(?\s*([+-]?\d+)\s*,\s*([+-]?\d+)\s*\)?(?=$|[\s.,;:!?])")
+_LETTER = re.compile(r"[(\[]?([A-Za-z])([)\]]?)(.*)$")
+_NUMBER = re.compile(r"[-+]?\$?\s*\d[\d,]*(?:\.\d+)?")
+
+
+def first_line(completion: str) -> str:
+  """The first non-empty line, stripped."""
+  return completion.lstrip().split("\n", 1)[0].strip()
+
+
+def normalize(text: str) -> str:
+  """Case-folded, whitespace collapsed, trailing punctuation removed."""
+  return " ".join(text.casefold().split()).rstrip(_TRAILING_PUNCT).rstrip()
+
+
+def parse_int(completion: str) -> int | None:
+  """The integer that starts the answer: "6", " 6.", "6 apples" give 6; "6.5", "x6" give None."""
+  words = first_line(completion).split(maxsplit=1)
+  if not words:
+    return None
+  word = words[0].rstrip(_TRAILING_PUNCT)
+  return int(word) if _INT.fullmatch(word) else None
+
+
+def parse_point(completion: str) -> tuple[int, int] | None:
+  """A grid point "(x,y)" (spaces and missing parentheses forgiven) that starts the answer."""
+  m = _POINT.match(first_line(completion))
+  return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+def parse_phrase(completion: str) -> str:
+  """The answer phrase: the first line up to the first sentence punctuation, normalized."""
+  return normalize(_PHRASE_END.split(first_line(completion), 1)[0])
+
+
+def _starts_with_phrase(line: str, phrase: str) -> bool:
+  return bool(phrase) and line.startswith(phrase) and (
+      len(line) == len(phrase) or not line[len(phrase)].isalnum())
+
+
+def choice_indices(completion: str, choices: Sequence[str]) -> set[int]:
+  """Indices of the choices a completion names, by letter or by text; empty when none.
+
+  In order: a bare letter ("B", "(b)", "B."); the exact text of a choice; a letter closed by
+  punctuation and followed by text ("B. lions", "(B) lions"); the longest choice text the line
+  starts with ("a marsh, because"); an upper-case letter followed by text ("B lions"). Letters
+  beyond the number of choices name nothing. Choices with identical text are named together.
+  """
+  line = first_line(completion)
+  m = _LETTER.match(line)
+  letter = closer = rest = None
+  if m:
+    letter, closer, rest = m.group(1), m.group(2), m.group(3)
+  if m and rest.strip(_TRAILING_PUNCT + ")") == "":
+    return _letter_index(letter, choices)
+  texts = [normalize(c) for c in choices]
+  said = normalize(line)
+  exact = {i for i, t in enumerate(texts) if t and t == said}
+  if exact:
+    return exact
+  if m and (rest[0] in _TRAILING_PUNCT + ")" or (closer and rest[0].isspace())):
+    return _letter_index(letter, choices)
+  lowered = " ".join(line.casefold().split())
+  prefixes = [(len(t), i) for i, t in enumerate(texts) if _starts_with_phrase(lowered, t)]
+  if prefixes:
+    longest = max(prefixes)[0]
+    return {i for n, i in prefixes if n == longest}
+  if m and letter.isupper() and rest[0].isspace():
+    return _letter_index(letter, choices)
+  return set()
+
+
+def _letter_index(letter: str, choices: Sequence[str]) -> set[int]:
+  i = LETTERS.find(letter.upper())
+  return {i} if 0 <= i < len(choices) else set()
+
+
+def parse_decimal(text: str) -> decimal.Decimal | None:
+  """A number such as "18", "-3", "$1,250", "2.50" (commas, "$" and a trailing "." dropped)."""
+  m = _NUMBER.search(text)
+  if not m:
+    return None
+  digits = re.sub(r"[$,\s]", "", m.group(0))
+  try:
+    return decimal.Decimal(digits)
+  except decimal.InvalidOperation:
+    return None
+
+
+def gsm8k_final_answer(text: str) -> decimal.Decimal | None:
+  """The number after the first "####" (GSM8K's final-answer marker); None without a marker."""
+  marker = text.find("####")
+  if marker < 0:
+    return None
+  return parse_decimal(first_line(text[marker + 4:]))
