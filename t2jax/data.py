@@ -16,7 +16,7 @@ import json
 import lzma
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 
 import grain
 import ml_collections
@@ -249,11 +249,14 @@ def mix_sequences(corpus: grain.MapDataset, tasks: Sequence[tuple[str, grain.Map
   return streams[0] if len(streams) == 1 else grain.MapDataset.mix(streams, weights)
 
 
-def task_sources(cfg: ml_collections.ConfigDict) -> list[tuple[str, Iterator[str], float]]:
-  """(name, the first `task_docs` training documents, rate) for each `data.mixture` entry."""
+def task_sources(cfg: ml_collections.ConfigDict, task_options: Mapping | None = None
+                 ) -> list[tuple[str, Iterator[str], float]]:
+  """(name, the first `task_docs` training documents, rate) for each `data.mixture` entry;
+  `task_options` (the run's `tasks` block) sets each task's knobs."""
   from t2jax import tasks  # pylint: disable=g-import-not-at-top  (tasks are optional here)
-  return [(name, itertools.islice(tasks.get_task(name).train_documents(cfg.seed), cfg.task_docs),
-           float(rate)) for name, rate in cfg.mixture]
+  options = task_options or {}
+  return [(name, itertools.islice(tasks.get_task(name, options.get(name)).train_documents(cfg.seed),
+                                  cfg.task_docs), float(rate)) for name, rate in cfg.mixture]
 
 
 def make_train_dataset(cfg: ml_collections.ConfigDict, tokenizer: Tokenizer, *, seed: int,

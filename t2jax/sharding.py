@@ -51,6 +51,10 @@ def make_mesh(shape: Sequence[int] = (-1, 1, 1), devices: Optional[Sequence] = N
   devices = list(devices) if devices is not None else jax.devices()
   shape = resolve_mesh_shape(shape, len(devices))
   used = devices[:int(np.prod(shape))]
+  missing = set(range(jax.process_count())) - {d.process_index for d in used}
+  if missing:
+    raise ValueError(f"train.mesh={tuple(shape)} uses {len(used)} of {len(devices)} devices and none "
+                     f"of processes {sorted(missing)}; in a multi-process run use -1 for one axis")
   return jax.make_mesh(shape, MESH_AXES, axis_types=(AxisType.Auto,) * 3, devices=used)
 
 

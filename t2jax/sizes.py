@@ -11,6 +11,8 @@ from t2jax.model import ModelConfig
 
 # name: (d_model, n_layers, n_heads, d_ff)
 SIZES = {
+    "cpu-40k": (16, 2, 2, 48),
+    "cpu-60k": (24, 2, 2, 64),
     "cpu-90k": (32, 2, 2, 96),
     "cpu-150k": (48, 2, 3, 128),
     "cpu-280k": (64, 3, 4, 176),

@@ -1,0 +1,127 @@
+"""Ladder presets: `--config=configs/ladder.py:PRESET` (default `cpu`); override any field with
+`--config.FIELD=VALUE` (the config is locked, so a misspelt field fails at once).
+
+  smoke  5 tiny rungs, about a minute of training: the pipeline end to end, for tests
+  cpu    the default: 10 rungs (40k-150k parameters, 10-200 tokens/parameter) on the shipped corpus
+         + synthetic tasks, trained, evaluated at k up to 64, fitted and reported in <= 20 min on 2 cores
+  gpu    a ladder for one H100 in about half an hour (NeoX tokenizer, the full Gutenberg corpus)
+  paper  the T2 paper's scale (about 5M-901M parameters, up to ~120B tokens) for pods / clusters
+"""
+
+import ml_collections
+
+from t2jax import data, evaluate, fit, tasks, train
+
+PRESETS = ("smoke", "cpu", "gpu", "paper")
+
+
+def _grid(sizes_and_ratios: dict) -> tuple:
+  return tuple(f"{size}@{r:g}" for size, ratios in sizes_and_ratios.items() for r in ratios)
+
+
+def _base(preset: str) -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+  config.preset = preset
+  config.workdir = f"runs/{preset}"
+  config.seed = 0
+  config.model = train.default_model_config()
+  config.data = data.default_config()
+  config.train = train.default_config()
+  config.tasks = tasks.default_config()
+  config.eval = evaluate.default_config()
+  config.fit = fit.default_config()
+  config.ladder = ml_collections.ConfigDict()
+  config.ladder.rungs = ()
+  config.ladder.only = ""  # comma-separated rung ids or indices to run (e.g. one per array job)
+  config.distributed = ml_collections.ConfigDict(
+      {"coordinator_address": "", "num_processes": 0, "process_id": -1})
+  return config
+
+
+def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
+  if preset not in PRESETS:
+    raise ValueError(f"unknown preset {preset!r}; use configs/ladder.py:PRESET with PRESET one of "
+                     f"{', '.join(PRESETS)}")
+  config = _base(preset)
+  synthetic = ("arithmetic", "spatial", "causal", "recall")
+  if preset in ("smoke", "cpu"):
+    config.data.seq_len = 128
+    config.data.mixture = tuple((name, 0.05) for name in synthetic)
+    config.train.mesh = (1, 1, 1)
+    config.eval.tasks = synthetic
+  if preset == "smoke":
+    config.data.train_files = ("data/corpus/gutenberg-small/train-00-of-04.jsonl.xz",)
+    config.data.task_docs = 2000
+    config.ladder.rungs = _grid({"cpu-40k": (2, 4, 8), "cpu-60k": (2, 4)})
+    config.fit.fit_max_tokens_per_param = 4.0
+    config.train.global_batch_size = 16
+    config.train.log_every = 10
+    config.train.checkpoint_every = 20
+    config.train.eval_batches = 2
+    config.eval.tasks = ("arithmetic", "recall")
+    config.eval.num_questions = 16
+    config.eval.num_samples = 8
+    config.fit.num_warmup = 100
+    config.fit.num_samples = 100
+  elif preset == "cpu":
+    config.data.train_files = ("data/corpus/gutenberg-small/train-00-of-04.jsonl.xz",)  # 12M tokens
+    config.ladder.rungs = _grid({
+        "cpu-40k": (10, 20, 40, 200),
+        "cpu-60k": (10, 20, 40),
+        "cpu-90k": (10, 20),
+        "cpu-150k": (10,),
+    })
+    config.fit.fit_max_tokens_per_param = 40.0
+    config.train.global_batch_size = 32
+    config.train.checkpoint_every = 500
+    config.eval.num_questions = 100
+    config.eval.num_samples = 64
+  elif preset == "gpu":
+    config.model.dtype = "bfloat16"
+    config.data.tokenizer = "data/tokenizers/neox-20b.json"
+    config.data.train_files = ("../shared/data/corpus/gutenberg/train-*.jsonl.xz",)
+    config.data.val_files = ("../shared/data/corpus/gutenberg/val.jsonl.xz",)
+    config.data.seq_len = 1024
+    config.data.mixture = tuple((name, 0.02) for name in synthetic)
+    config.ladder.rungs = _grid({
+        "t2-5m": (10, 20, 40, 80, 320, 1280),
+        "t2-7m": (10, 20, 40, 80, 320),
+        "t2-11m": (10, 20, 40, 80, 320),
+        "t2-16m": (10, 20, 40, 80),
+        "t2-24m": (10, 20, 40),
+    })
+    config.train.global_batch_size = 128
+    config.train.lr = 2e-3
+    config.train.mesh = (-1, 1, 1)
+    config.train.checkpoint_every = 1000
+    config.eval.tasks = synthetic + ("arc_easy", "sciq", "openbookqa")
+    config.eval.num_questions = 500
+    config.eval.num_samples = 256
+  elif preset == "paper":
+    config.model.dtype = "bfloat16"
+    config.model.remat = True
+    config.data.tokenizer = "data/tokenizers/neox-20b.json"
+    # A web-scale corpus is the user's: point these at it (JSONL or JSONL.xz with a text field).
+    config.data.train_files = ("../shared/data/corpus/gutenberg/train-*.jsonl.xz",)
+    config.data.val_files = ("../shared/data/corpus/gutenberg/val.jsonl.xz",)
+    config.data.seq_len = 2048
+    config.data.mixture = tuple((name, 0.01) for name in synthetic)
+    config.ladder.rungs = _grid({
+        "t2-5m": (20, 80, 320, 1280, 5000, 20000),
+        "t2-11m": (20, 80, 320, 1280, 5000),
+        "t2-24m": (20, 80, 320, 1280, 4000),
+        "t2-51m": (20, 80, 320, 1280),
+        "t2-124m": (20, 80, 320),
+        "t2-254m": (20, 80, 320),
+        "t2-421m": (20, 80),
+        "t2-644m": (20, 80),
+        "t2-901m": (20, 80, 130),
+    })
+    config.train.global_batch_size = 512
+    config.train.lr = 1e-3
+    config.train.mesh = (-1, 1, 1)
+    config.train.checkpoint_every = 2000
+    config.eval.tasks = synthetic + ("arc_easy", "sciq", "openbookqa")
+    config.eval.num_questions = 1000
+    config.eval.num_samples = 1024
+  return config
