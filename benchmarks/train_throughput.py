@@ -34,23 +34,6 @@ PRESETS = {
 }
 
 
-def _time(fn, *args, repeats: int) -> float:
-  """Best seconds per call over `repeats` timed calls, after one warm-up call."""
-  jax.block_until_ready(fn(*args))
-  best = float("inf")
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    best = min(best, time.perf_counter() - start)
-  return best
-
-
-def matmul_flops(m: int, k: int, n: int, dtype: str, repeats: int) -> float:
-  a = jnp.ones((m, k), dtype)
-  b = jnp.ones((k, n), dtype)
-  return 2 * m * k * n / _time(jax.jit(jnp.dot), a, b, repeats=repeats)
-
-
 def step_throughput(cfg: ModelConfig, batch: int, steps: int) -> float:
   """Tokens/s of the jitted, donated train step (one device), best of `steps` steps."""
   t = train.default_config()
@@ -87,7 +70,7 @@ def main() -> None:
     n = count_params(cfg)["N"]
     tok_s = step_throughput(cfg, p["batch"], args.steps)
     achieved = tok_s * flops.train_flops_per_token(cfg, p["seq"])
-    ref = matmul_flops(p["batch"] * p["seq"], d, d_ff, p["dtype"], repeats=args.steps)
+    ref = flops.measure_matmul_flops(p["batch"] * p["seq"], d, d_ff, p["dtype"], repeats=args.steps)
     row = {"size": name, "N": n, "d_model": d, "n_layers": layers, "seq_len": p["seq"],
            "batch": p["batch"], "dtype": p["dtype"], "tokens_per_s": tok_s,
            "achieved_flops": achieved, "matmul_flops": ref, "fraction_of_matmul": achieved / ref,

@@ -9,6 +9,7 @@ lower triangle does useful work). The embedding lookup costs nothing; the output
   MFU                = tokens/s × training FLOPs per token / (peak FLOP/s per device × devices)
 """
 
+import functools
 import time
 
 import jax
@@ -68,9 +69,11 @@ def device_peak_flops(device=None) -> float | None:
   return None
 
 
+@functools.cache
 def measure_matmul_flops(m: int = 2048, k: int = 512, n: int = 2048, dtype=jnp.float32,
                          repeats: int = 10) -> float:
-  """Achieved FLOP/s of one jitted [m, k]·[k, n] matmul on the default device (best of repeats)."""
+  """Achieved FLOP/s of one jitted [m, k]·[k, n] matmul on the default device (best of repeats;
+  measured once per process and shape)."""
   a = jnp.ones((m, k), dtype)
   b = jnp.ones((k, n), dtype)
   f = jax.jit(jnp.dot)

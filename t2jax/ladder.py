@@ -99,7 +99,9 @@ def rung_dir(workdir: str, rung: Rung) -> str:
 
 def _training_fingerprint(cfg: ml_collections.ConfigDict) -> dict:
   """The settings that determine a rung's trained weights."""
+  mixed = {name for name, _ in cfg.data.mixture}
   return {"seed": cfg.seed, "model": cfg.model.to_dict(), "data": cfg.data.to_dict(),
+          "tasks": {name: cfg.tasks[name].to_dict() for name in sorted(mixed)},
           "train": {k: v for k, v in cfg.train.to_dict().items()
                     if k not in ("log_every", "checkpoint_every", "keep_checkpoints", "tensorboard",
                                  "peak_flops", "eval_every")}}
