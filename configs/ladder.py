@@ -2,7 +2,7 @@
 `--config.FIELD=VALUE` (the config is locked, so a misspelt field fails at once).
 
   smoke  5 tiny rungs, about a minute of training: the pipeline end to end, for tests
-  cpu    the default: 10 rungs (40k-150k parameters, 10-200 tokens/parameter) on the shipped corpus
+  cpu    the default: 9 rungs (40k-150k parameters, 10-200 tokens/parameter) on the shipped corpus
          + synthetic tasks, trained, evaluated at k up to 64, fitted and reported in <= 20 min on 2 cores
   gpu    a ladder for one H100 in about half an hour (NeoX tokenizer, the full Gutenberg corpus)
   paper  the T2 paper's scale (about 5M-901M parameters, up to ~120B tokens) for pods / clusters
@@ -82,15 +82,20 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
     config.data.train_files = ("data/corpus/gutenberg-small/train-00-of-04.jsonl.xz",)  # 12M tokens
     config.ladder.rungs = _grid({
         "cpu-40k": (10, 20, 40, 200),
-        "cpu-60k": (10, 20, 40),
+        "cpu-60k": (10, 20),
         "cpu-90k": (10, 20),
         "cpu-150k": (10,),
     })
     config.fit.fit_max_tokens_per_param = 40.0
     config.train.global_batch_size = 32
     config.train.checkpoint_every = 500
+    # Causal chains stay near zero pass@64 below 150k parameters: left out of this ladder.
+    config.data.mixture = tuple((name, 0.1) for name in ("arithmetic", "spatial", "recall"))
+    config.eval.tasks = ("arithmetic", "spatial", "recall")
     config.eval.num_questions = 100
     config.eval.num_samples = 64
+    config.fit.num_warmup = 300
+    config.fit.num_samples = 300
   elif preset == "gpu":
     config.model.dtype = "bfloat16"
     config.data.tokenizer = "data/tokenizers/neox-20b.json"

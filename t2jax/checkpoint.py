@@ -1,5 +1,6 @@
 """Orbax checkpoints of the train state and the grain data iterator, with damaged-checkpoint fallback."""
 
+import os
 import logging
 from typing import Any, Optional
 
@@ -19,7 +20,7 @@ class Checkpointer:
     self.every = every
     options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
                                            enable_async_checkpointing=False)
-    self.manager = ocp.CheckpointManager(directory, options=options, item_names=("state", "data"))
+    self.manager = ocp.CheckpointManager(os.path.abspath(directory), options=options, item_names=("state", "data"))
 
   def should_save(self, step: int) -> bool:
     return step % self.every == 0

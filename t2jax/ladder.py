@@ -141,7 +141,7 @@ def run_train(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
   tokenizer = load_tokenizer(data_lib.resolve_path(config.data.tokenizer))
   cost = {r.id: _rung_flops(config, r, tokenizer.padded_vocab_size) for r in rungs}
   total = sum(cost.values())
-  done_flops, spent, summaries = 0.0, 0.0, []
+  done_flops, timed_flops, spent, summaries = 0.0, 0.0, 0.0, []
   for i, rung in enumerate(rungs, 1):
     directory = rung_dir(workdir, rung)
     cfg = rung_config(config, rung)
@@ -152,12 +152,13 @@ def run_train(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
       summaries.append(io.read_json(os.path.join(directory, "train_done.json")))
       done_flops += cost[rung.id]
       continue
-    eta = f", ladder ETA {_fmt_eta(spent / done_flops * (total - done_flops))}" if spent else ""
+    eta = f", ladder ETA {_fmt_eta(spent / timed_flops * (total - done_flops))}" if spent else ""
     print(f"{label}training ({cost[rung.id] / total:.0%} of the ladder's FLOPs{eta})", flush=True)
     start = time.perf_counter()
     summaries.append(train.train(cfg, directory, label=label))
     spent += time.perf_counter() - start
     done_flops += cost[rung.id]
+    timed_flops += cost[rung.id]
   return summaries
 
 

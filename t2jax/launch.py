@@ -21,7 +21,7 @@ import ml_collections
 from absl import app, flags
 from ml_collections import config_flags
 
-from t2jax import fit, io, ladder, report, sharding
+from t2jax import fit, io, ladder, metrics, report, sharding
 
 STAGES = ("train", "eval", "fit", "plan", "report")
 PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "grain", "numpyro",
@@ -111,6 +111,7 @@ def main(argv) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}; settings go in --config.FIELD=VALUE")
   config = _CONFIG.value
+  metrics.quiet_library_logs()
   sharding.maybe_initialize_distributed(**config.distributed)
   run(config, parse_stages(_STAGES.value))
 

@@ -69,3 +69,10 @@ class Progress:
     parts = [f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items()]
     print(f"{self.prefix}step {step}/{self.total}  " + "  ".join(parts) + f"  eta {eta}",
           file=self.stream, flush=True)
+
+
+def quiet_library_logs() -> None:
+  """Keeps orbax's and grain's INFO lines off the console unless `--verbosity` was given."""
+  from absl import flags, logging  # pylint: disable=g-import-not-at-top
+  if "verbosity" not in flags.FLAGS or not flags.FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)

@@ -337,6 +337,7 @@ def _last_logged(path: str) -> dict:
 def main(argv) -> None:
   del argv
   config = _CONFIG.value
+  metrics.quiet_library_logs()
   sharding.maybe_initialize_distributed(**config.distributed)
   summary = train(config, _WORKDIR.value or config.workdir)
   print(f"done: val_loss {summary['val_loss']:.4f} (N={summary['N']:,}, D={summary['D']:,})")

@@ -210,15 +210,15 @@ def test_mixture_from_config_uses_task_registry(corpus, monkeypatch):
   cfg, tok, _, _ = corpus
   calls = []
 
-  def get_task(name):
-    calls.append(name)
+  def get_task(name, options):
+    calls.append((name, options))
     return FakeArithmetic()
   monkeypatch.setattr(tasks, "get_task", get_task)
   cfg = cfg.copy_and_resolve_references()
   cfg.mixture = (("fake", 0.5),)
   cfg.task_docs = 200
-  [(name, docs, rate)] = data.task_sources(cfg)
-  assert (calls, name, rate) == (["fake"], "fake", 0.5)
+  [(name, docs, rate)] = data.task_sources(cfg, {"fake": {"max_value": 5}})
+  assert (calls, name, rate) == ([("fake", {"max_value": 5})], "fake", 0.5)
   assert len(list(docs)) == 200
   rows = np.concatenate(_take(data.make_train_iterator(cfg, tok, global_batch_size=8, seed=0), 25))
   assert abs(np.mean([_has_digit(tok, r) for r in rows]) - 0.5) < 0.01

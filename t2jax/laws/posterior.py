@@ -1,0 +1,143 @@
+"""Posterior draws with their MCMC diagnostics (split r-hat, ESS, divergences), saved as .npz."""
+
+import dataclasses
+import json
+from typing import Callable, Optional
+
+import jax
+import numpy as np
+from numpyro import diagnostics, infer
+
+from t2jax import io
+
+
+def _diagnostic(fn: Callable, chains_CxS, constant_value: float) -> np.ndarray:
+  """`fn` per element of (C, S, ...) chains; elements constant over every draw (a fixed input
+  such as a chance floor) get `constant_value`, where `fn` would divide by a zero variance."""
+  constant = np.all(chains_CxS == chains_CxS[:1, :1], axis=(0, 1))
+  with np.errstate(divide="ignore", invalid="ignore"):
+    value = np.asarray(fn(chains_CxS), np.float64)
+  return np.where(constant, constant_value, value)
+
+
+@dataclasses.dataclass(frozen=True)
+class Posterior:
+  """`draws[name]` has a leading axis S = chains × samples (chain-major); `rhat`, `ess` per element.
+
+  `meta` holds what the draws mean (e.g. {"law": "approach2", "tasks": [...]}).
+  """
+  draws: dict
+  num_chains: int
+  rhat: dict
+  ess: dict
+  num_divergences: int
+  meta: dict = dataclasses.field(default_factory=dict)
+
+  @classmethod
+  def from_chains(cls, chains: dict, num_divergences: int, meta: Optional[dict] = None) -> "Posterior":
+    """Builds from `chains[name]` of shape (C, S_c, ...)."""
+    chains = {k: np.asarray(v, np.float64) for k, v in chains.items()}
+    num_chains = {v.shape[0] for v in chains.values()}
+    if len(num_chains) != 1:
+      raise ValueError(f"Posterior.from_chains: sites disagree on the chain count {num_chains}")
+    return cls(
+        draws={k: v.reshape((-1,) + v.shape[2:]) for k, v in chains.items()},
+        num_chains=num_chains.pop(),
+        rhat={k: _diagnostic(diagnostics.split_gelman_rubin, v, 1.0) for k, v in chains.items()},
+        ess={k: _diagnostic(diagnostics.effective_sample_size, v, v.shape[0] * v.shape[1])
+             for k, v in chains.items()},
+        num_divergences=int(num_divergences),
+        meta=dict(meta or {}))
+
+  @property
+  def num_draws(self) -> int:
+    return len(next(iter(self.draws.values())))
+
+  def problems(self, rhat_max: float = 1.05, max_divergent_fraction: float = 0.01) -> list:
+    """Reasons the chains cannot be trusted (empty when converged)."""
+    found = []
+    for name, rhat in self.rhat.items():
+      worst = float(np.max(np.where(np.isfinite(rhat), rhat, np.inf)))
+      if worst > rhat_max:
+        found.append(f"r-hat of {name} is {worst:.3f} > {rhat_max}")
+    if self.num_divergences > max_divergent_fraction * self.num_draws:
+      found.append(f"{self.num_divergences} divergent transitions in {self.num_draws} draws "
+                   f"(> {max_divergent_fraction:.1%})")
+    return found
+
+  def converged(self, rhat_max: float = 1.05, max_divergent_fraction: float = 0.01) -> bool:
+    return not self.problems(rhat_max, max_divergent_fraction)
+
+  def quantile(self, q: float) -> dict:
+    return {k: np.quantile(v, q, axis=0) for k, v in self.draws.items()}
+
+  def median(self) -> dict:
+    return self.quantile(0.5)
+
+  def summary(self, interval: float = 0.9) -> dict:
+    """Per parameter: median, mean, the central `interval` bounds, r-hat, ESS; plus totals."""
+    lo, hi = (1 - interval) / 2, (1 + interval) / 2
+    params = {
+        k: {"median": np.median(v, 0), "mean": np.mean(v, 0), "lower": np.quantile(v, lo, 0),
+            "upper": np.quantile(v, hi, 0), "rhat": self.rhat[k], "ess": self.ess[k]}
+        for k, v in self.draws.items()}
+    return {"params": params, "interval": interval, "num_chains": self.num_chains,
+            "num_draws": self.num_draws, "num_divergences": self.num_divergences,
+            "converged": self.converged(), "problems": self.problems(), "meta": self.meta}
+
+  def save(self, path: str) -> None:
+    """Writes an .npz (atomically): draws, r-hat, ESS and a JSON header."""
+    arrays = {}
+    for group in ("draws", "rhat", "ess"):
+      arrays.update({f"{group}/{k}": v for k, v in getattr(self, group).items()})
+    header = {"num_chains": self.num_chains, "num_divergences": self.num_divergences,
+              "meta": io._jsonable(self.meta)}
+    arrays["header"] = np.array(json.dumps(header))
+    with io.atomic_open(path, "wb") as f:
+      np.savez(f, **arrays)
+
+  @classmethod
+  def load(cls, path: str) -> "Posterior":
+    with np.load(path, allow_pickle=False) as z:
+      header = json.loads(str(z["header"]))
+      groups = {"draws": {}, "rhat": {}, "ess": {}}
+      for key in z.files:
+        if "/" in key:
+          group, name = key.split("/", 1)
+          groups[group][name] = z[key]
+    return cls(num_chains=header["num_chains"], num_divergences=header["num_divergences"],
+               meta=header["meta"], **groups)
+
+
+def sample_nuts(model: Callable, init: dict, derive: Callable, *, num_chains: int, num_warmup: int,
+                num_samples: int, seed: int, jitter: float = 0.02, dense_mass: bool = True,
+                target_accept_prob: float = 0.95, meta: Optional[dict] = None,
+                **model_kwargs) -> Posterior:
+  """NUTS on `model` (every latent site unconstrained) in float64, warm-started at `init`.
+
+  Each chain starts at `init` plus N(0, jitter²) noise, so that r-hat can see chains that do not
+  mix. `derive(samples)` maps sampled sites, shaped (C, S, ...), to the reported parameters.
+  Chains run in parallel where there are enough JAX devices (`numpyro.set_host_device_count`
+  in a script), else one after another.
+  """
+  if num_chains < 1 or num_warmup < 1 or num_samples < 2:
+    raise ValueError(f"sample_nuts: need num_chains >= 1, num_warmup >= 1, num_samples >= 2; got "
+                     f"{num_chains}, {num_warmup}, {num_samples}")
+  method = "parallel" if jax.local_device_count() >= num_chains else "sequential"
+  with jax.enable_x64(True):
+    key_init, key_run = jax.random.split(jax.random.key(seed))
+    names = sorted(init)
+    keys = jax.random.split(key_init, len(names))
+    init_params = {
+        name: np.asarray(init[name], np.float64)[None]
+        + jitter * np.asarray(jax.random.normal(k, (num_chains,) + np.shape(init[name]), np.float64))
+        for name, k in zip(names, keys)}
+    kernel = infer.NUTS(model, dense_mass=dense_mass, target_accept_prob=target_accept_prob)
+    mcmc = infer.MCMC(kernel, num_warmup=num_warmup, num_samples=num_samples,
+                      num_chains=num_chains, chain_method=method, progress_bar=False)
+    mcmc.run(key_run, init_params=init_params if num_chains > 1 else
+             {k: v[0] for k, v in init_params.items()}, extra_fields=("diverging",), **model_kwargs)
+    samples = mcmc.get_samples(group_by_chain=True)
+    divergences = int(np.sum(mcmc.get_extra_fields()["diverging"]))
+    chains = {k: np.asarray(v) for k, v in derive(samples).items()}
+  return Posterior.from_chains(chains, divergences, meta)

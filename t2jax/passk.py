@@ -1,0 +1,66 @@
+"""pass@k: the unbiased estimator from samples, and pass@k under a Beta(a, b) accuracy law.
+
+`unbiased_passk` is numpy (data side); `beta_passk` and `beta_binomial_logpmf` are jnp and work
+under jit, vmap and grad (model side).
+"""
+
+import jax.numpy as jnp
+import numpy as np
+from jax.scipy.special import gammaln
+
+
+def unbiased_passk(n, c, k) -> np.ndarray:
+  """1 − C(n−c, k)/C(n, k): the chance that k of the n samples drawn include a correct one.
+
+  `n`, `c`, `k` broadcast together (integers). Computed as 1 − ∏_{i<k} (1 − c/(n−i)) with the
+  product in log space (log1p) and the result through expm1, so it is exact to rounding for small
+  cases and stable for n in the tens of thousands.
+  """
+  n_, c_, k_ = (np.asarray(v) for v in (n, c, k))
+  for name, v in (("n", n_), ("c", c_), ("k", k_)):
+    if v.size and not np.all(np.equal(np.mod(v, 1), 0)):
+      raise ValueError(f"unbiased_passk: {name} must hold integers, got {v.ravel()[:5]}; round or cast it")
+  n_, c_, k_ = np.broadcast_arrays(n_.astype(np.int64), c_.astype(np.int64), k_.astype(np.int64))
+  if np.any(k_ < 1):
+    raise ValueError(f"unbiased_passk: k must be >= 1, got min k={k_.min()}; pass@0 is 0 by definition")
+  if np.any(c_ < 0) or np.any(c_ > n_):
+    raise ValueError("unbiased_passk: need 0 <= c <= n for every entry; "
+                     f"found c={c_[(c_ < 0) | (c_ > n_)][:5]}; fix the counts")
+  if np.any(k_ > n_):
+    bad = np.flatnonzero((k_ > n_).ravel())[:5]
+    raise ValueError(f"unbiased_passk: k > n at flat indices {bad.tolist()} (k={k_.ravel()[bad].tolist()}, "
+                     f"n={n_.ravel()[bad].tolist()}); the estimator needs k <= n samples, use smaller k")
+  certain = n_ - c_ < k_  # every k-subset holds a correct sample
+  c_safe = np.where(certain, 0, c_).astype(np.float64)
+  log_fail = np.zeros(n_.shape)
+  for i in range(int(k_.max(initial=0))):
+    log_fail += np.log1p(-np.where(i < k_, c_safe / np.maximum(n_ - i, 1), 0.0))
+  return np.where(certain, 1.0, -np.expm1(log_fail))
+
+
+def beta_passk_log_fail(a, b, k):
+  """log(1 − pass@k) = log B(a, b+k) − log B(a, b) for p ~ Beta(a, b); k may be non-integer.
+
+  Written as [lgamma(b+k) − lgamma(b)] − [lgamma(a+b+k) − lgamma(a+b)]: gammaln is accurate to
+  a few ulps of its value, whereas jax's betaln is only good to ~1e-8 absolute, which would be
+  a large relative error of a small pass@k. Use float64 (`jax.enable_x64`) where pass@k or
+  1 − pass@k can be below ~1e-4.
+  """
+  a, b, k = jnp.asarray(a), jnp.asarray(b), jnp.asarray(k)
+  ab = a + b
+  return (gammaln(b + k) - gammaln(b)) - (gammaln(ab + k) - gammaln(ab))
+
+
+def beta_passk(a, b, k):
+  """E[1 − (1 − p)^k] for p ~ Beta(a, b): 1 − B(a, b+k)/B(a, b), via gammaln and expm1."""
+  return -jnp.expm1(beta_passk_log_fail(a, b, k))
+
+
+def beta_binomial_logpmf(c, n, a, b):
+  """log P(c correct of n | p ~ Beta(a, b)) = log C(n, c) + log B(c+a, n−c+b) − log B(a, b),
+  every term through gammaln."""
+  c, n, a, b = (jnp.asarray(v) for v in (c, n, a, b))
+  log_choose = gammaln(n + 1.0) - gammaln(c + 1.0) - gammaln(n - c + 1.0)
+  log_beta_post = gammaln(c + a) + gammaln(n - c + b) - gammaln(n + a + b)
+  log_beta_prior = gammaln(a) + gammaln(b) - gammaln(a + b)
+  return log_choose + log_beta_post - log_beta_prior

@@ -1,0 +1,172 @@
+"""Fit and plan stages end to end on a small simulated ladder, input validation, refusal paths, CLI."""
+
+import os
+
+import numpy as np
+import pytest
+from absl import flags
+
+from t2jax import fit, io
+from t2jax.laws import chinchilla, posterior, simulate
+
+TINY = dict(num_chains=2, num_warmup=20, num_samples=20, max_plan_draws=8, allow_unconverged=True,
+            budgets=(1e18, 1e20), inference_budgets=(1e9, 1e11), queries=(1e6, 1e9))
+_CACHE = {}
+
+
+def tiny_config(**overrides):
+  cfg = fit.default_config()
+  cfg.update(dict(TINY, **overrides))
+  return cfg
+
+
+def write_ladder(workdir) -> None:
+  """4 sizes × 4 tokens-per-parameter ratios (10-400; the 117 and 400 rungs are held out), one
+  generative task."""
+  N, D = simulate.ladder(num_sizes=4, num_ratios=4, N_range=(5e6, 1e8), tokens_per_param=(10, 400))
+  task = {"gen": simulate.APPROACH2_TASKS["gen"]}
+  io.write_jsonl(os.path.join(workdir, "results.jsonl"),
+                 simulate.approach2_rows(N, D, tasks=task, num_questions=40, n=16, seed=0))
+  loss = simulate.chinchilla_losses(N, D, seed=0)
+  io.write_jsonl(os.path.join(workdir, "rungs.jsonl"), [
+      dict(schema_version=1, model_id=f"sim-N{n:.4g}-D{d:.4g}", size="sim", N=n, D=d,
+           tokens_per_param=d / n, val_loss=v, train_flops=6 * n * d, heldout=bool(d / n > 100))
+      for n, d, v in zip(N, D, loss)])
+
+
+def fitted_workdir(tmp_path_factory) -> str:
+  """A workdir after the fit and plan stages (built once per session; shared with test_report)."""
+  if "workdir" not in _CACHE:
+    workdir = str(tmp_path_factory.mktemp("ladder"))
+    write_ladder(workdir)
+    cfg = tiny_config()
+    _CACHE["fit"] = fit.run_fit(workdir, cfg)
+    _CACHE["plan"] = fit.run_plan(workdir, cfg)
+    _CACHE["workdir"] = workdir
+  return _CACHE["workdir"]
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+  return fitted_workdir(tmp_path_factory)
+
+
+def test_fit_writes_posteriors_diagnostics_and_extrapolation(workdir):
+  summary = io.read_json(os.path.join(workdir, "fit", "summary.json"))
+  assert summary == io._jsonable(_CACHE["fit"])
+  assert summary["laws"] == ["chinchilla", "approach1", "approach2"]
+  expected = {"chinchilla", "approach1/gen", "approach2"}
+  assert set(summary["posterior_files"]) == expected
+  for name, rel in summary["posterior_files"].items():
+    post = posterior.Posterior.load(os.path.join(workdir, rel))
+    assert post.num_draws == 40 and post.num_chains == 2
+  for name, d in summary["diagnostics"].items():
+    assert d["rhat_max"] >= 0.9 and d["ess_min"] > 0 and d["num_divergences"] >= 0
+    assert d["converged"] == (not d["problems"])
+    assert "floor" not in d["rhat"]  # a constant in the draws, not a sampled parameter
+  # Held-out rungs come from rungs.jsonl's `heldout` flags (tokens per parameter > 100).
+  inputs = summary["inputs"]
+  assert len(inputs["models_fit"]) == 8 and len(inputs["models_heldout"]) == 8
+  assert all(float(m.split("-D")[1]) / float(m.split("-N")[1].split("-")[0]) > 100
+             for m in inputs["models_heldout"])
+  point = summary["point"]["chinchilla"]["params"]
+  assert set(point) == set(chinchilla.NAMES)
+  extrap = io.read_json(os.path.join(workdir, "fit", "extrapolation.json"))
+  assert set(extrap["summary"]) == {"chinchilla", "approach1", "approach2"}
+  assert extrap["summary"]["chinchilla"]["num_points"] == 8
+  for row in extrap["rows"]:
+    assert row["D"] / row["N"] > 100
+    assert row["lo"] <= row["predicted"] <= row["hi"]
+  # Chinchilla losses were simulated from the law itself with 1% noise: extrapolation is close.
+  assert extrap["summary"]["chinchilla"]["median_abs_rel_error"] < 0.1
+
+
+def test_plan_tables_intervals_and_baselines(workdir):
+  plan = io.read_json(os.path.join(workdir, "plan", "plan.json"))
+  assert plan["primary"] == "approach2" and set(plan["laws"]) == {"approach1", "approach2"}
+  for law, p in plan["laws"].items():
+    assert len(p["inference"]) == 4 and len(p["lifecycle"]) == 4
+    for e in p["inference"]:
+      if e["feasible_fraction"] == 1:
+        for key in ("N", "D", "k", "accuracy"):
+          assert e[key]["lo"] <= e[key]["median"] <= e[key]["hi"], (law, key, e)
+        assert e["k"]["median"] >= 1 and float(e["k"]["median"]).is_integer()
+        np.testing.assert_allclose(6 * e["N"]["median"] * e["D"]["median"], e["C"], rtol=0.2)
+        assert e["N"]["median"] <= e["C_inf"] / 2
+      assert set(e) >= {"training_only", "chinchilla"}
+    for e in p["lifecycle"]:
+      assert e["k"]["lo"] >= 1
+    assert len(p["frontier"]["C"]) == 13 and len(p["isoflop"]) == 2
+  chin = plan["chinchilla"]
+  assert [e["C"] for e in chin] == [1e18, 1e20]
+  assert chin[1]["N"]["median"] > chin[0]["N"]["median"]
+
+
+def test_bad_table_is_rejected_before_anything_is_written(tmp_path):
+  rows = simulate.approach2_rows([1e7, 2e7], [2e8, 4e8], num_questions=3, n=4, seed=0)
+  rows[4]["c"] = 9  # more correct than drawn
+  io.write_jsonl(str(tmp_path / "results.jsonl"), rows)
+  with pytest.raises(ValueError, match=r"`c` > `n` in data rows 5"):
+    fit.run_fit(str(tmp_path), tiny_config())
+  assert sorted(os.listdir(tmp_path)) == ["results.jsonl"]
+  with pytest.raises(ValueError, match="accuracy"):
+    fit.run_fit(str(tmp_path), tiny_config(accuracy="logits"))
+  with pytest.raises(ValueError, match="budgets"):
+    fit.check_config(tiny_config(budgets=(1e20, -1.0)))
+  with pytest.raises(ValueError, match="floors"):
+    fit.check_config(tiny_config(floors="sciq=2"))
+
+
+def fake_chinchilla_posterior(offset_per_chain: float):
+  """A stand-in for chinchilla.sample_posterior: iid draws around the point fit, each chain
+  shifted by `offset_per_chain` (0: well mixed; large: chains stuck apart)."""
+
+  def sample(N, D, loss, *, point, num_chains, num_warmup, num_samples, seed):
+    del N, D, loss, num_warmup
+    rng = np.random.default_rng(seed)
+    chains = {k: v * (1 + offset_per_chain * np.arange(num_chains)[:, None]
+                      + 1e-3 * rng.standard_normal((num_chains, num_samples)))
+              for k, v in point.params.items()}
+    return posterior.Posterior.from_chains(chains, 0, {"law": "chinchilla"})
+
+  return sample
+
+
+def test_unconverged_chains_are_refused(workdir, tmp_path, monkeypatch):
+  """Two chains stuck apart: refused with the reason and no posterior written, unless allowed."""
+  monkeypatch.setattr(chinchilla, "sample_posterior", fake_chinchilla_posterior(0.5))
+  cfg = tiny_config(laws="chinchilla", allow_unconverged=False)
+  out = str(tmp_path / "out")
+  rungs = os.path.join(workdir, "rungs.jsonl")
+  with pytest.raises(fit.UnconvergedError, match="did not converge.*r-hat of"):
+    fit.fit_tables(rungs, None, out, cfg)
+  assert sorted(os.listdir(os.path.join(out, "fit"))) == ["diagnostics.json"]
+  assert not io.read_json(os.path.join(out, "fit", "diagnostics.json"))["chinchilla"]["converged"]
+  cfg.allow_unconverged = True
+  summary = fit.fit_tables(rungs, None, out, cfg)
+  assert summary["converged"] is False and summary["laws"] == ["chinchilla"]
+
+
+def test_cli_fits_a_user_loss_table(workdir, tmp_path, monkeypatch):
+  """`python -m t2jax.fit` on a CSV of N, D, loss: Chinchilla only, then plan and report.
+
+  The sampler is replaced by well-mixed fake draws (NUTS itself runs in the ladder fixture)."""
+  monkeypatch.setattr(chinchilla, "sample_posterior", fake_chinchilla_posterior(0.0))
+  monkeypatch.setenv("XLA_FLAGS", os.environ.get("XLA_FLAGS", ""))  # main sets the device count
+  rungs = list(io.read_jsonl(os.path.join(workdir, "rungs.jsonl")))
+  csv = tmp_path / "losses.csv"
+  csv.write_text("N,D,loss\n" + "".join(f"{r['N']},{r['D']},{r['val_loss']}\n" for r in rungs))
+  argv = ["fit", f"--results={csv}", f"--out={tmp_path / 'out'}", "--budget=1e19,1e21",
+          "--config.num_samples=200"]
+  fv = flags.FlagValues()
+  cli = fit.define_flags(fv, argv)
+  fv(argv)
+  fit.main(argv[:1], cli)
+  summary = io.read_json(str(tmp_path / "out" / "fit" / "summary.json"))
+  assert summary["laws"] == ["chinchilla"] and set(summary["skipped"]) == {"approach1", "approach2"}
+  assert summary["converged"] and summary["diagnostics"]["chinchilla"]["num_draws"] == 400
+  assert summary["inputs"]["loss_rows_heldout"] == 8  # D/N > fit_max_tokens_per_param = 100
+  plan = io.read_json(str(tmp_path / "out" / "plan" / "plan.json"))
+  assert plan["primary"] is None and [e["C"] for e in plan["chinchilla"]] == [1e19, 1e21]
+  text = (tmp_path / "out" / "report" / "report.md").read_text()
+  assert "## Chinchilla optimum" in text and "| 1e+21 |" in text
