@@ -94,8 +94,12 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
     config.eval.tasks = ("arithmetic", "spatial", "recall")
     config.eval.num_questions = 100
     config.eval.num_samples = 64
-    config.fit.num_warmup = 300
+    config.fit.num_warmup = 600  # the 8 fitted rungs span only 4x in N and D: a long adaptation
     config.fit.num_samples = 300
+    # Plan at the ladder's own scale (its rungs cost 1e11-2e12 FLOPs, N·k ≈ 1e5-1e7).
+    config.fit.budgets = (1e12, 3e12, 1e13)
+    config.fit.inference_budgets = (1e6, 1e7)
+    config.fit.queries = (1e3, 1e5)
   elif preset == "gpu":
     config.model.dtype = "bfloat16"
     config.data.tokenizer = "data/tokenizers/neox-20b.json"

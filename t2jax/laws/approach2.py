@@ -174,8 +174,8 @@ def prepare(results: table_lib.ResultsTable, *, floors: Optional[dict] = None,
 
 def sample_sites(data: Approach2Data) -> dict:
   """The priors (weakly informative, scaled to each task's observed loss); all (T,). E and the
-  exponents are bounded as in `chinchilla.power_sum_model`: E = (lowest task loss)·sigmoid(logit_E),
-  α, β = 2·sigmoid(logit_·) in (0, 2)."""
+  exponents are bounded as in `chinchilla.power_sum_model`:
+  E = (lowest task loss)·sigmoid(logit_E), α, β = 2·sigmoid(logit_·) in (0, 2)."""
   T = len(data.tasks)
   log_median_T = jnp.array([np.median(np.log(data.nll_G[data.task_G == t])) for t in range(T)])
   normal = lambda loc, scale: dist.Normal(jnp.broadcast_to(loc, (T,)), scale).to_event(1)
@@ -277,7 +277,8 @@ def from_params(params: dict, data: Approach2Data) -> dict:
   return dict(
       logit_E=chinchilla.logit(p["E"] / data.loss_min_T),
       amp_N=np.log(p["A"]) - p["alpha"] * data.center_logN,
-      amp_D=np.log(p["B"]) - p["beta"] * data.center_logD, logit_alpha=chinchilla.logit(p["alpha"] / 2),
+      amp_D=np.log(p["B"]) - p["beta"] * data.center_logD,
+      logit_alpha=chinchilla.logit(p["alpha"] / 2),
       logit_beta=chinchilla.logit(p["beta"] / 2), log_sigma=np.log(p["sigma"]),
       eta1=p["theta1"] - p["theta2"] * data.loss_center_T,
       log_eta2=np.log(p["theta2"] * data.loss_scale_T),
