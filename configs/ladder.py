@@ -78,6 +78,10 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
     config.eval.num_samples = 8
     config.fit.num_warmup = 100
     config.fit.num_samples = 100
+    # A plumbing check: 4 fitted rungs of 2 sizes cannot pin the posterior, so short chains are
+    # kept (the report flags them) rather than refitted.
+    config.fit.retries = 0
+    config.fit.allow_unconverged = True
   elif preset == "cpu":
     config.data.train_files = ("data/corpus/gutenberg-small/train-00-of-04.jsonl.xz",)  # 12M tokens
     config.ladder.rungs = _grid({

@@ -35,21 +35,27 @@ class Checkpointer:
     """Returns (step, state) from the newest checkpoint that restores, or None if there is none.
 
     A checkpoint that fails to restore (truncated or corrupted files) is skipped with a warning and
-    the previous one is tried; `data_iter` (None: parameters only) is set to its saved position.
+    the previous one is tried; once one restores, the damaged newer ones are deleted so the run can
+    save those steps again. `data_iter` (None: parameters only) is set to its saved position.
     """
     steps = sorted(self.manager.all_steps(), reverse=True)
     items = {"state": ocp.args.StandardRestore(abstract_state)}
     if data_iter is not None:
       items["data"] = grain.checkpoint.CheckpointRestore(data_iter)
+    damaged = []
     for step in steps:
       try:
         restored = self.manager.restore(step, args=ocp.args.Composite(**items))
-        return step, restored["state"]
       except Exception as e:  # noqa: BLE001  (any failure means this checkpoint is unusable)
         log.warning("checkpoint at step %d in %s is damaged (%s: %s); trying the previous one",
                     step, self.manager.directory, type(e).__name__, str(e)[:200])
         print(f"WARNING: checkpoint step {step} is damaged ({type(e).__name__}); "
               "falling back to the previous checkpoint", flush=True)
+        damaged.append(step)
+        continue
+      for bad in damaged:  # the run will save these steps again
+        self.manager.delete(bad)
+      return step, restored["state"]
     if steps:
       raise RuntimeError(f"every checkpoint in {self.manager.directory} is damaged (steps {steps}); "
                          "delete that directory to train from scratch")

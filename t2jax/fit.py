@@ -51,6 +51,7 @@ def default_config() -> ml_collections.ConfigDict:
   cfg.num_samples = 500
   cfg.seed = 0
   cfg.rhat_max = 1.05
+  cfg.retries = 1  # refits of a law whose chains fail the checks, each with twice the draws
   cfg.allow_unconverged = False
   cfg.budgets = (1e18, 1e19, 1e20, 1e21)  # training FLOPs C
   cfg.inference_budgets = (1e8, 1e9, 1e10)  # per-token inference FLOPs C_inf = 2·N·k
@@ -81,7 +82,8 @@ def check_config(cfg) -> None:
   if cfg.accuracy not in ACCURACY_SOURCES:
     raise ValueError(f"fit config `accuracy`={cfg.accuracy!r}; use one of {ACCURACY_SOURCES}")
   requested_laws(cfg)
-  for name, low in (("num_chains", 1), ("num_warmup", 1), ("num_samples", 2), ("max_plan_draws", 1)):
+  for name, low in (("num_chains", 1), ("num_warmup", 1), ("num_samples", 2), ("max_plan_draws", 1),
+                    ("retries", 0)):
     if int(cfg[name]) < low:
       raise ValueError(f"fit config `{name}`={cfg[name]} must be >= {low}")
   if not cfg.rhat_max > 1.0:
@@ -365,20 +367,29 @@ def fit_tables(results_path: str, rungs_path: Optional[str], out_dir: str, cfg) 
   point, posts = {}, {}
   fit_results = (inputs.results.select(~inputs.results_heldout)
                  if inputs.results is not None else None)
-  fitters = {"chinchilla": lambda: _fit_chinchilla(inputs.losses, cfg),
-             "approach1": lambda: _fit_approach1(fit_results, cfg),
-             "approach2": lambda: _fit_approach2(fit_results, cfg)}
+  fitters = {"chinchilla": lambda c: _fit_chinchilla(inputs.losses, c),
+             "approach1": lambda c: _fit_approach1(fit_results, c),
+             "approach2": lambda c: _fit_approach2(fit_results, c)}
+  diagnostics = {}
   for law in inputs.laws:
-    t0 = time.time()
-    _log(f"{law}: point fit + NUTS ({cfg.num_chains} chains × {cfg.num_warmup} warm-up + "
-         f"{cfg.num_samples} draws)")
-    point[law], new = fitters[law]()
+    law_cfg = cfg
+    for attempt in range(int(cfg.retries) + 1):
+      t0 = time.time()
+      _log(f"{law}: point fit + NUTS ({law_cfg.num_chains} chains × {law_cfg.num_warmup} warm-up + "
+           f"{law_cfg.num_samples} draws)")
+      point[law], new = fitters[law](law_cfg)
+      checks = {name: convergence(post, cfg.rhat_max) for name, post in new.items()}
+      _log(f"{law}: done in {time.time() - t0:.0f}s")
+      for name, d in checks.items():
+        _log(f"{name}: max r-hat {d['rhat_max']:.3f}, min ESS {d['ess_min']:.0f}, "
+             f"{d['num_divergences']} divergences{'' if d['converged'] else ' — NOT CONVERGED'}")
+      if all(d["converged"] for d in checks.values()) or attempt == cfg.retries:
+        break
+      law_cfg = ml_collections.ConfigDict(law_cfg.to_dict())
+      law_cfg.num_warmup, law_cfg.num_samples = 2 * law_cfg.num_warmup, 2 * law_cfg.num_samples
+      _log(f"{law}: refitting with twice the warm-up and draws (retry {attempt + 1} of {cfg.retries})")
     posts.update(new)
-    _log(f"{law}: done in {time.time() - t0:.0f}s")
-  diagnostics = {name: convergence(post, cfg.rhat_max) for name, post in posts.items()}
-  for name, d in diagnostics.items():
-    _log(f"{name}: max r-hat {d['rhat_max']:.3f}, min ESS {d['ess_min']:.0f}, "
-         f"{d['num_divergences']} divergences{'' if d['converged'] else ' — NOT CONVERGED'}")
+    diagnostics.update(checks)
   unconverged = {name: d["problems"] for name, d in diagnostics.items() if not d["converged"]}
   fit_dir = os.path.join(out_dir, "fit")
   if unconverged and not cfg.allow_unconverged:

@@ -48,12 +48,13 @@ def beta_passk_log_fail(a, b, k):
   """
   a, b, k = jnp.asarray(a), jnp.asarray(b), jnp.asarray(k)
   ab = a + b
-  return (gammaln(b + k) - gammaln(b)) - (gammaln(ab + k) - gammaln(ab))
+  # The difference is <= 0; clamp the rounding of huge b (float32) that would give pass@k < 0.
+  return jnp.minimum((gammaln(b + k) - gammaln(b)) - (gammaln(ab + k) - gammaln(ab)), 0.0)
 
 
 def beta_passk(a, b, k):
   """E[1 − (1 − p)^k] for p ~ Beta(a, b): 1 − B(a, b+k)/B(a, b), via gammaln and expm1."""
-  return -jnp.expm1(beta_passk_log_fail(a, b, k))
+  return 0.0 - jnp.expm1(beta_passk_log_fail(a, b, k))  # 0.0 - x: no -0.0 where pass@k is 0
 
 
 def beta_binomial_logpmf(c, n, a, b):

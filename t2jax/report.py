@@ -247,6 +247,10 @@ def _lifecycle_table(plan: dict, law: str) -> list:
 def _markdown(fit: dict, plan: dict, figures: dict, extrapolation: dict) -> str:
   law = plan["primary"]
   lines = ["# T2 scaling report", ""]
+  if not fit["converged"]:
+    bad = [name for name, d in fit["diagnostics"].items() if not d["converged"]]
+    lines += [f"**Warning: the NUTS chains of {', '.join(bad)} did not converge (kept with "
+              "`allow_unconverged`); their intervals are not trustworthy. See Diagnostics.**", ""]
   if law is not None:
     p = plan["laws"][law]
     lines += [

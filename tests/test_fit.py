@@ -10,7 +10,7 @@ from t2jax import fit, io
 from t2jax.laws import chinchilla, posterior, simulate
 
 TINY = dict(num_chains=2, num_warmup=20, num_samples=20, max_plan_draws=8, allow_unconverged=True,
-            budgets=(1e18, 1e20), inference_budgets=(1e9, 1e11), queries=(1e6, 1e9))
+            retries=0, budgets=(1e18, 1e20), inference_budgets=(1e9, 1e11), queries=(1e6, 1e9))
 _CACHE = {}
 
 
@@ -145,6 +145,28 @@ def test_unconverged_chains_are_refused(workdir, tmp_path, monkeypatch):
   cfg.allow_unconverged = True
   summary = fit.fit_tables(rungs, None, out, cfg)
   assert summary["converged"] is False and summary["laws"] == ["chinchilla"]
+
+
+def test_unconverged_law_is_refitted_with_longer_chains(workdir, tmp_path, monkeypatch):
+  """Chains that fail the checks at the configured length are refitted once with twice the
+  warm-up and draws; the longer, converged run is kept."""
+  calls = []
+
+  def sample(N, D, loss, *, num_warmup, **kw):
+    calls.append((num_warmup, kw["num_samples"]))
+    stuck = fake_chinchilla_posterior(0.5 if len(calls) == 1 else 0.0)
+    return stuck(N, D, loss, num_warmup=num_warmup, **kw)
+
+  monkeypatch.setattr(chinchilla, "sample_posterior", sample)
+  cfg = tiny_config(laws="chinchilla", allow_unconverged=False, retries=1)
+  summary = fit.fit_tables(os.path.join(workdir, "rungs.jsonl"), None, str(tmp_path / "out"), cfg)
+  assert calls == [(20, 20), (40, 40)]
+  assert summary["converged"] and summary["diagnostics"]["chinchilla"]["num_draws"] == 2 * 40
+  cfg.retries = 0
+  calls.clear()
+  with pytest.raises(fit.UnconvergedError):
+    fit.fit_tables(os.path.join(workdir, "rungs.jsonl"), None, str(tmp_path / "out2"), cfg)
+  assert calls == [(20, 20)]
 
 
 def test_cli_fits_a_user_loss_table(workdir, tmp_path, monkeypatch):
