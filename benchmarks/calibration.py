@@ -67,14 +67,12 @@ def one_dataset(i: int, settings: dict) -> dict:
   results = table.results_from_rows(sorted(rows[0]), rows, f"simulated data set {i}")
   data = approach2.prepare(results, floors={task: simulate.APPROACH2_TASKS[task]["floor"]})
   mle = approach2.fit_mle(data)
-  for attempt in range(settings["retries"] + 1):  # as `t2jax.fit`: refit with twice the draws
-    scale = 2 ** attempt
-    post = approach2.sample_posterior(data, num_chains=settings["num_chains"],
-                                      num_warmup=scale * settings["num_warmup"],
-                                      num_samples=scale * settings["num_samples"], seed=i, mle=mle)
-    diag = fit.convergence(post, settings["rhat_max"])
-    if diag["converged"]:
-      break
+  posts, checks, attempts = fit.sample_until_converged(
+      lambda scale: {"approach2": approach2.sample_posterior(
+          data, num_chains=settings["num_chains"], num_warmup=scale * settings["num_warmup"],
+          num_samples=scale * settings["num_samples"], seed=i, mle=mle)},
+      retries=settings["retries"], rhat_max=settings["rhat_max"])
+  post, diag = posts["approach2"], checks["approach2"]
   truth = optimize.frontier(approach2.task_mean_passk, optimize.as_draws(true_params(task)),
                             BUDGETS, INFERENCE_BUDGETS)
   plans = optimize.frontier(approach2.task_mean_passk, post.draws, BUDGETS, INFERENCE_BUDGETS)
@@ -85,7 +83,7 @@ def one_dataset(i: int, settings: dict) -> dict:
   acc_sum = optimize.summarize(acc_SxIxB)
   return {
       "dataset": i, "task": task, "converged": diag["converged"], "problems": diag["problems"],
-      "attempts": attempt + 1,
+      "attempts": attempts,
       "rhat_max": diag["rhat_max"], "ess_min": diag["ess_min"],
       "num_divergences": diag["num_divergences"],
       "N_true": n_true_IxB, "N_lo": n_sum["lo"], "N_median": n_sum["median"], "N_hi": n_sum["hi"],

@@ -20,7 +20,7 @@ import dataclasses
 import functools
 import os
 import time
-from typing import Optional
+from typing import Callable, Optional
 
 import jax.numpy as jnp
 import ml_collections
@@ -314,44 +314,71 @@ def _param_summary(post: posterior_lib.Posterior) -> dict:
 
 # ------------------------------------------------------------------------------- fitting
 
-def _nuts(cfg) -> dict:
-  return dict(num_chains=int(cfg.num_chains), num_warmup=int(cfg.num_warmup),
-              num_samples=int(cfg.num_samples), seed=int(cfg.seed))
+def _nuts(cfg, scale: int = 1) -> dict:
+  return dict(num_chains=int(cfg.num_chains), num_warmup=scale * int(cfg.num_warmup),
+              num_samples=scale * int(cfg.num_samples), seed=int(cfg.seed))
 
 
 def _k_grid(cfg) -> Optional[np.ndarray]:
   return np.asarray(tuple(cfg.k_grid), np.float64) if cfg.k_grid else None
 
 
+# Each `_fit_*` runs the point fit once and returns (point summary, sample), where `sample(scale)`
+# draws the posteriors with `scale` times the configured warm-up and draws.
+
 def _fit_chinchilla(losses, cfg):
   rows = losses.fit_rows()
   point = chinchilla.fit(rows.N, rows.D, rows.loss)
-  post = chinchilla.sample_posterior(rows.N, rows.D, rows.loss, point=point, **_nuts(cfg))
   return {"params": point.params, "objective": point.objective,
-          "num_near_best_starts": point.num_near_best}, {"chinchilla": post}
+          "num_near_best_starts": point.num_near_best}, lambda scale: {
+              "chinchilla": chinchilla.sample_posterior(rows.N, rows.D, rows.loss, point=point,
+                                                        **_nuts(cfg, scale))}
 
 
 def _fit_approach1(results, cfg):
   tables = approach1.table_from_results(results, k_grid=_k_grid(cfg))
-  point, posts = {}, {}
-  for i, (task, t) in enumerate(tables.items()):
+  point, fits = {}, {}
+  for task, t in tables.items():
     num_k = len(np.unique(t.k))
     _log(f"approach1 [{task}]: {len(t.k) // num_k} models × {num_k} k")
-    fit = approach1.fit(t.N, t.D, t.k, t.loss)
-    point[task] = {"params": fit.params, "objective": fit.objective,
-                   "k_grid": np.unique(t.k), "num_near_best_starts": fit.num_near_best}
-    nuts = dict(_nuts(cfg), seed=int(cfg.seed) + 1 + i)
-    posts[f"approach1/{task}"] = approach1.sample_posterior(t.N, t.D, t.k, t.loss, point=fit, **nuts)
-  return point, posts
+    fits[task] = approach1.fit(t.N, t.D, t.k, t.loss)
+    point[task] = {"params": fits[task].params, "objective": fits[task].objective,
+                   "k_grid": np.unique(t.k), "num_near_best_starts": fits[task].num_near_best}
+
+  def sample(scale):
+    return {f"approach1/{task}": approach1.sample_posterior(
+        t.N, t.D, t.k, t.loss, point=fits[task], **dict(_nuts(cfg, scale), seed=int(cfg.seed) + 1 + i))
+            for i, (task, t) in enumerate(tables.items())}
+
+  return point, sample
 
 
 def _fit_approach2(results, cfg):
   data = approach2.prepare(results, floors=task_floors(results.tasks, cfg.floors))
   mle = approach2.fit_mle(data)
-  post = approach2.sample_posterior(data, mle=mle, **dict(_nuts(cfg), seed=int(cfg.seed) + 100))
   point = {"tasks": list(data.tasks), "floors": dict(zip(data.tasks, data.floor_T)),
            "params": {name: dict(zip(data.tasks, v.tolist())) for name, v in mle.items()}}
-  return point, {"approach2": post}
+  return point, lambda scale: {"approach2": approach2.sample_posterior(
+      data, mle=mle, **dict(_nuts(cfg, scale), seed=int(cfg.seed) + 100))}
+
+
+def sample_until_converged(sample: Callable[[int], dict], *, retries: int, rhat_max: float,
+                           log: Callable[[str], None] = lambda msg: None) -> tuple:
+  """Runs `sample(scale)` (posteriors by name, NUTS with `scale` times the configured warm-up and
+  draws) and, while any posterior fails the convergence checks, again with twice the scale, up to
+  `retries` times. Returns (posteriors, their `convergence` diagnostics, attempts made)."""
+  for attempt in range(retries + 1):
+    posts = sample(2 ** attempt)
+    checks = {name: convergence(post, rhat_max) for name, post in posts.items()}
+    for name, d in checks.items():
+      log(f"{name}: max r-hat {d['rhat_max']:.3f}, min ESS {d['ess_min']:.0f}, "
+          f"{d['num_divergences']} divergences{'' if d['converged'] else ' — NOT CONVERGED'}")
+    if all(d["converged"] for d in checks.values()):
+      break
+    if attempt < retries:
+      failed = ", ".join(name for name, d in checks.items() if not d["converged"])
+      log(f"{failed}: refitting with twice the warm-up and draws (retry {attempt + 1} of {retries})")
+  return posts, checks, attempt + 1
 
 
 def _posterior_path(out_dir: str, name: str) -> str:
@@ -367,29 +394,20 @@ def fit_tables(results_path: str, rungs_path: Optional[str], out_dir: str, cfg) 
   point, posts = {}, {}
   fit_results = (inputs.results.select(~inputs.results_heldout)
                  if inputs.results is not None else None)
-  fitters = {"chinchilla": lambda c: _fit_chinchilla(inputs.losses, c),
-             "approach1": lambda c: _fit_approach1(fit_results, c),
-             "approach2": lambda c: _fit_approach2(fit_results, c)}
+  fitters = {"chinchilla": lambda: _fit_chinchilla(inputs.losses, cfg),
+             "approach1": lambda: _fit_approach1(fit_results, cfg),
+             "approach2": lambda: _fit_approach2(fit_results, cfg)}
   diagnostics = {}
   for law in inputs.laws:
-    law_cfg = cfg
-    for attempt in range(int(cfg.retries) + 1):
-      t0 = time.time()
-      _log(f"{law}: point fit + NUTS ({law_cfg.num_chains} chains × {law_cfg.num_warmup} warm-up + "
-           f"{law_cfg.num_samples} draws)")
-      point[law], new = fitters[law](law_cfg)
-      checks = {name: convergence(post, cfg.rhat_max) for name, post in new.items()}
-      _log(f"{law}: done in {time.time() - t0:.0f}s")
-      for name, d in checks.items():
-        _log(f"{name}: max r-hat {d['rhat_max']:.3f}, min ESS {d['ess_min']:.0f}, "
-             f"{d['num_divergences']} divergences{'' if d['converged'] else ' — NOT CONVERGED'}")
-      if all(d["converged"] for d in checks.values()) or attempt == cfg.retries:
-        break
-      law_cfg = ml_collections.ConfigDict(law_cfg.to_dict())
-      law_cfg.num_warmup, law_cfg.num_samples = 2 * law_cfg.num_warmup, 2 * law_cfg.num_samples
-      _log(f"{law}: refitting with twice the warm-up and draws (retry {attempt + 1} of {cfg.retries})")
+    t0 = time.time()
+    _log(f"{law}: point fit + NUTS ({cfg.num_chains} chains × {cfg.num_warmup} warm-up + "
+         f"{cfg.num_samples} draws)")
+    point[law], sample = fitters[law]()
+    new, checks, _ = sample_until_converged(sample, retries=int(cfg.retries),
+                                            rhat_max=cfg.rhat_max, log=_log)
     posts.update(new)
     diagnostics.update(checks)
+    _log(f"{law}: done in {time.time() - t0:.0f}s")
   unconverged = {name: d["problems"] for name, d in diagnostics.items() if not d["converged"]}
   fit_dir = os.path.join(out_dir, "fit")
   if unconverged and not cfg.allow_unconverged:
