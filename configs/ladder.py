@@ -64,6 +64,14 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
     config.train.lr = 1e-2
     config.eval.tasks = synthetic
     _easy_tasks(config.tasks)
+  else:  # gpu, paper: bf16, the NeoX tokenizer, the full corpus, data-parallel over every device
+    config.model.dtype = "bfloat16"
+    config.data.tokenizer = "data/tokenizers/neox-20b.json"
+    # A web-scale corpus is the user's: point these at it (JSONL or JSONL.xz with a text field).
+    config.data.train_files = ("../shared/data/corpus/gutenberg/train-*.jsonl.xz",)
+    config.data.val_files = ("../shared/data/corpus/gutenberg/val.jsonl.xz",)
+    config.train.mesh = (-1, 1, 1)
+    config.eval.tasks = synthetic + ("arc_easy", "sciq", "openbookqa")
   if preset == "smoke":
     config.data.train_files = ("data/corpus/gutenberg-small/train-00-of-04.jsonl.xz",)
     config.data.task_docs = 2000
@@ -105,10 +113,6 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
     config.fit.inference_budgets = (1e6, 1e7)
     config.fit.queries = (1e3, 1e5)
   elif preset == "gpu":
-    config.model.dtype = "bfloat16"
-    config.data.tokenizer = "data/tokenizers/neox-20b.json"
-    config.data.train_files = ("../shared/data/corpus/gutenberg/train-*.jsonl.xz",)
-    config.data.val_files = ("../shared/data/corpus/gutenberg/val.jsonl.xz",)
     config.data.seq_len = 1024
     config.data.mixture = tuple((name, 0.02) for name in synthetic)
     config.ladder.rungs = _grid({
@@ -120,18 +124,11 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
     })
     config.train.global_batch_size = 128
     config.train.lr = 2e-3
-    config.train.mesh = (-1, 1, 1)
     config.train.checkpoint_every = 1000
-    config.eval.tasks = synthetic + ("arc_easy", "sciq", "openbookqa")
     config.eval.num_questions = 500
     config.eval.num_samples = 256
   elif preset == "paper":
-    config.model.dtype = "bfloat16"
     config.model.remat = True
-    config.data.tokenizer = "data/tokenizers/neox-20b.json"
-    # A web-scale corpus is the user's: point these at it (JSONL or JSONL.xz with a text field).
-    config.data.train_files = ("../shared/data/corpus/gutenberg/train-*.jsonl.xz",)
-    config.data.val_files = ("../shared/data/corpus/gutenberg/val.jsonl.xz",)
     config.data.seq_len = 2048
     config.data.mixture = tuple((name, 0.01) for name in synthetic)
     config.ladder.rungs = _grid({
@@ -147,9 +144,7 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
     })
     config.train.global_batch_size = 512
     config.train.lr = 1e-3
-    config.train.mesh = (-1, 1, 1)
     config.train.checkpoint_every = 2000
-    config.eval.tasks = synthetic + ("arc_easy", "sciq", "openbookqa")
     config.eval.num_questions = 1000
     config.eval.num_samples = 1024
   return config
