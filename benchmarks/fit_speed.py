@@ -120,16 +120,14 @@ def _time_nuts(model, init, data, *, warmup, samples, **kwargs):
 
 
 def _adapted_state(init, data, *, warmup):
-  """Chain 0 of the aggregated model's 2-chain NUTS state after `warmup` adaptation steps."""
+  """The aggregated model's NUTS state (one chain from `init`) after `warmup` adaptation steps."""
   with jax.enable_x64(True):
-    jitter = np.random.default_rng(0).standard_normal
-    init_params = {k: np.asarray(v, np.float64)[None] + 0.02 * jitter((2,) + np.shape(v))
-                   for k, v in init.items()}
-    kernel = infer.NUTS(approach2.model, dense_mass=True, target_accept_prob=0.95)
-    mcmc = infer.MCMC(kernel, num_warmup=warmup, num_samples=2, num_chains=2,
-                      chain_method="parallel", progress_bar=False)
-    mcmc.warmup(jax.random.key(0), init_params=init_params, data=data)
-    return jax.tree.map(lambda x: x[0], mcmc.post_warmup_state)
+    init = {k: np.asarray(v, np.float64) for k, v in init.items()}
+    kernel = infer.NUTS(approach2.model, dense_mass=True, target_accept_prob=0.95,
+                        init_strategy=infer.init_to_value(values=init))  # sites are unconstrained
+    mcmc = infer.MCMC(kernel, num_warmup=warmup, num_samples=2, progress_bar=False)
+    mcmc.warmup(jax.random.key(0), init_params=init, data=data)
+    return mcmc.post_warmup_state
 
 
 def _draw_seconds(model, state, draws, **kwargs) -> dict:

@@ -132,7 +132,10 @@ def sample_nuts(model: Callable, init: dict, derive: Callable, *, num_chains: in
         name: np.asarray(init[name], np.float64)[None]
         + jitter * np.asarray(jax.random.normal(k, (num_chains,) + np.shape(init[name]), np.float64))
         for name, k in zip(names, keys)}
-    kernel = infer.NUTS(model, dense_mass=dense_mass, target_accept_prob=target_accept_prob)
+    # numpyro validates a model by initialising it once even when `init_params` are given; with
+    # its default (uniform on [-2, 2]) that can fail for peaked likelihoods, so start it at `init`.
+    kernel = infer.NUTS(model, dense_mass=dense_mass, target_accept_prob=target_accept_prob,
+                        init_strategy=infer.init_to_value(values=dict(init)))
     mcmc = infer.MCMC(kernel, num_warmup=num_warmup, num_samples=num_samples,
                       num_chains=num_chains, chain_method=method, progress_bar=False)
     mcmc.run(key_run, init_params=init_params if num_chains > 1 else
