@@ -8,7 +8,7 @@ the corpus at the same time. Takes the same --config flags as `python -m t2jax.l
 from absl import app
 from ml_collections import config_flags
 
-from t2jax import data
+from t2jax import data, io
 from t2jax.tokenizer import load_tokenizer
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/ladder.py",
@@ -20,10 +20,10 @@ def main(argv) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments {argv[1:]}; settings go in --config.FIELD=VALUE")
   config = _CONFIG.value
-  tokenizer = load_tokenizer(data.resolve_path(config.data.tokenizer))
+  tokenizer = load_tokenizer(io.resolve_path(config.data.tokenizer))
   data.make_train_dataset(config.data, tokenizer, seed=config.seed)
   data.make_eval_batches(config.data, tokenizer, batch_size=1, max_batches=1)
-  print(f"token caches ready in {data.resolve_path(config.data.cache_dir)}", flush=True)
+  print(f"token caches ready in {io.resolve_path(config.data.cache_dir)}", flush=True)
 
 
 if __name__ == "__main__":

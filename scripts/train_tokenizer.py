@@ -17,7 +17,7 @@ import numpy as np
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from t2jax import data, tokenizer  # pylint: disable=g-import-not-at-top
+from t2jax import data, io, tokenizer  # pylint: disable=g-import-not-at-top
 
 
 def main() -> None:
@@ -30,7 +30,7 @@ def main() -> None:
   parser.add_argument("--out", default=None,
                       help="default: data/tokenizers/gutenberg-bpe<vocab_size>.json")
   args = parser.parse_args()
-  out = args.out or data.resolve_path(f"data/tokenizers/gutenberg-bpe{args.vocab_size}.json")
+  out = args.out or io.resolve_path(f"data/tokenizers/gutenberg-bpe{args.vocab_size}.json")
 
   start = time.perf_counter()
   docs = data.read_documents(data.resolve_files(args.files, "files"), args.text_field)

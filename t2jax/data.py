@@ -25,7 +25,6 @@ import numpy as np
 from t2jax import io
 from t2jax.tokenizer import Tokenizer
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CACHE_VERSION = 1
 _SUFFIXES = (".jsonl", ".jsonl.xz")
 
@@ -44,12 +43,6 @@ def default_config() -> ml_collections.ConfigDict:
   cfg.task_docs = 20_000    # synthetic documents per task in the mixture pool
   cfg.seed = 0              # seed of the task documents (the batch order has its own seed)
   return cfg
-
-
-def resolve_path(path: str) -> str:
-  """`~` expanded; a relative path is taken from the repository root."""
-  path = os.path.expanduser(path)
-  return path if os.path.isabs(path) else os.path.join(REPO_ROOT, path)
 
 
 def validate_config(cfg: ml_collections.ConfigDict) -> None:
@@ -89,10 +82,10 @@ def resolve_files(patterns: str | Sequence[str], field: str) -> list[str]:
   patterns = (patterns,) if isinstance(patterns, str) else tuple(patterns)
   paths = []
   for pattern in patterns:
-    matches = sorted(glob.glob(resolve_path(pattern)))
+    matches = sorted(glob.glob(io.resolve_path(pattern)))
     if not matches:
       raise ValueError(f"data.{field}: {pattern!r} matches no file (resolved to "
-                       f"{resolve_path(pattern)}); fix the path or build the corpus "
+                       f"{io.resolve_path(pattern)}); fix the path or build the corpus "
                        f"(scripts/make_cpu_corpus.py)")
     for path in matches:
       if not path.endswith(_SUFFIXES):
@@ -171,7 +164,7 @@ def _cached_tokens(cache_dir: str, key: str, make: Callable[[], np.ndarray],
                    meta: dict) -> np.ndarray:
   """Memory-maps `<cache_dir>/tokens-<key>.npy`, first writing `make()` there (atomically)
   with `meta` beside it when missing."""
-  path = os.path.join(resolve_path(cache_dir), f"tokens-{key}.npy")
+  path = os.path.join(io.resolve_path(cache_dir), f"tokens-{key}.npy")
   if not os.path.exists(path):
     tokens = make()
     with io.atomic_open(path, "wb") as f:

@@ -27,7 +27,6 @@ from t2jax.sampler import Sampler
 from t2jax.tasks import Task
 from t2jax.tasks.base import stable_hash
 
-SCHEMA_VERSION = 1
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -104,7 +103,7 @@ def evaluate(model_cfg: ModelConfig, params, tokenizer, tasks: Sequence[Task],
       texts = [sampler.decode_completion(out.tokens_QxKxT[i, j, :out.lengths_QxK[i, j]],
                                          task.stop_strings) for j in range(n)]
       rows.append({
-          "schema_version": SCHEMA_VERSION, "model_id": model_id, "N": N, "D": D,
+          "schema_version": io.SCHEMA_VERSION, "model_id": model_id, "N": N, "D": D,
           "task": task.name, "question_id": q.id, "n": n,
           "c": sum(bool(task.verify(q, text)) for text in texts),
           "nll": float(nll[i]), "nll_per_token": float(nll[i] / gold_tokens[i]),
@@ -150,7 +149,7 @@ def passk_table(rows: Sequence[dict], ks: Optional[Sequence[int]] = None, *,
     mean = stats_Qx.mean(axis=0)
     for j, k in enumerate(group_ks):
       table.append({
-          "schema_version": SCHEMA_VERSION, "model_id": model_id, "N": group[0].get("N"),
+          "schema_version": io.SCHEMA_VERSION, "model_id": model_id, "N": group[0].get("N"),
           "D": group[0].get("D"), "task": task, "k": k, "questions": len(group),
           "pass_at_k": mean[j], "pass_at_k_low": low[j], "pass_at_k_high": high[j],
           "p_gold": mean[-1], "p_gold_low": low[-1], "p_gold_high": high[-1]})

@@ -7,6 +7,15 @@ import os
 import tempfile
 from typing import Any, Iterable, Iterator
 
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCHEMA_VERSION = 1  # of every table a run writes (rungs.jsonl, eval.jsonl, results.jsonl)
+
+
+def resolve_path(path: str) -> str:
+  """`~` expanded; a relative path is taken from the repository root (the parent of `t2jax/`)."""
+  path = os.path.expanduser(path)
+  return path if os.path.isabs(path) else os.path.join(REPO_ROOT, path)
+
 
 @contextlib.contextmanager
 def atomic_open(path: str, mode: str = "w"):
@@ -61,13 +70,22 @@ def read_json(path: str) -> Any:
     return json.load(f)
 
 
-def read_jsonl(path: str) -> Iterator[dict]:
-  """Yields rows; a malformed line raises with the file and line number."""
+def read_jsonl_numbered(path: str) -> Iterator[tuple[int, dict]]:
+  """Yields (line number, row); a malformed line or a non-object row raises naming file and line."""
   with open(path, encoding="utf-8") as f:
     for lineno, line in enumerate(f, 1):
       if not line.strip():
         continue
       try:
-        yield json.loads(line)
+        row = json.loads(line)
       except json.JSONDecodeError as e:
         raise ValueError(f"{path}:{lineno}: not valid JSON ({e.msg}); fix or remove that line") from e
+      if not isinstance(row, dict):
+        raise ValueError(f"{path}:{lineno}: a row must be a JSON object, got {type(row).__name__}")
+      yield lineno, row
+
+
+def read_jsonl(path: str) -> Iterator[dict]:
+  """Yields rows; a malformed line raises with the file and line number."""
+  for _, row in read_jsonl_numbered(path):
+    yield row

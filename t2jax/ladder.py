@@ -17,9 +17,7 @@ import ml_collections
 
 from t2jax import evaluate, flops, io, sizes, tasks, train
 from t2jax.tokenizer import load_tokenizer
-from t2jax import data as data_lib
 
-SCHEMA_VERSION = 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,7 +136,7 @@ def _fmt_eta(seconds: float) -> str:
 def run_train(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
   """Trains every selected rung in order, skipping finished ones; prints a ladder ETA from FLOPs."""
   rungs = selected(config.ladder, parse_rungs(config))
-  tokenizer = load_tokenizer(data_lib.resolve_path(config.data.tokenizer))
+  tokenizer = load_tokenizer(io.resolve_path(config.data.tokenizer))
   cost = {r.id: _rung_flops(config, r, tokenizer.padded_vocab_size) for r in rungs}
   total = sum(cost.values())
   done_flops, timed_flops, spent, summaries = 0.0, 0.0, 0.0, []
@@ -172,7 +170,7 @@ def run_eval(config: ml_collections.ConfigDict, workdir: str) -> None:
   is evaluated, writes rungs.jsonl and results.jsonl."""
   rungs = parse_rungs(config)
   todo = {r.id for r in selected(config.ladder, rungs)}
-  tokenizer = load_tokenizer(data_lib.resolve_path(config.data.tokenizer))
+  tokenizer = load_tokenizer(io.resolve_path(config.data.tokenizer))
   task_objs = [tasks.get_task(name, config.tasks.get(name)) for name in config.eval.tasks]
   for i, rung in enumerate(rungs, 1):
     if rung.id not in todo:
@@ -209,7 +207,7 @@ def run_eval(config: ml_collections.ConfigDict, workdir: str) -> None:
     summary = io.read_json(os.path.join(directory, "train_done.json"))
     result_rows.extend(io.read_jsonl(os.path.join(directory, "eval.jsonl")))
     rung_rows.append({
-        "schema_version": SCHEMA_VERSION, "model_id": rung.id, "size": rung.size,
+        "schema_version": io.SCHEMA_VERSION, "model_id": rung.id, "size": rung.size,
         "N": summary["N"], "D": summary["D"], "tokens_per_param": summary["tokens_per_param"],
         "val_loss": summary["val_loss"], "train_flops": summary["train_flops"],
         "heldout": rung.heldout})

@@ -217,7 +217,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, label: str = "") -
   if os.path.exists(done_path):
     return io.read_json(done_path)
   t = config.train
-  tokenizer = load_tokenizer(data.resolve_path(config.data.tokenizer))
+  tokenizer = load_tokenizer(io.resolve_path(config.data.tokenizer))
   plan = plan_run(config, tokenizer.padded_vocab_size)
   mesh = sharding.make_mesh(t.mesh)
   local_batch = _check_batch(config, mesh)
@@ -314,7 +314,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, label: str = "") -
 
 def load_params(config: ml_collections.ConfigDict, workdir: str):
   """(model config, parameters, mesh) of the newest checkpoint of a finished or running run."""
-  tokenizer = load_tokenizer(data.resolve_path(config.data.tokenizer))
+  tokenizer = load_tokenizer(io.resolve_path(config.data.tokenizer))
   plan = plan_run(config, tokenizer.padded_vocab_size)
   mesh = sharding.make_mesh(config.train.mesh)
   tx, _ = make_optimizer(config.train, plan)

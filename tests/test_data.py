@@ -12,7 +12,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from t2jax import data
+from t2jax import data, io
 from t2jax import tokenizer as tok_lib
 
 WORDS = ("the", "cat", "sat", "on", "a", "mat", "and", "dog", "ran", "far", "away", "from",
@@ -277,5 +277,5 @@ def test_default_config_points_at_shipped_files():
   train = data.resolve_files(cfg.train_files, "train_files")
   assert [os.path.basename(p) for p in train] == [f"train-{k:02d}-of-04.jsonl.xz" for k in range(4)]
   assert len(data.resolve_files(cfg.val_files, "val_files")) == 1
-  assert os.path.isfile(data.resolve_path(cfg.tokenizer))
-  assert data.resolve_path("~/x") == os.path.expanduser("~/x")
+  assert os.path.isfile(io.resolve_path(cfg.tokenizer))
+  assert io.resolve_path("~/x") == os.path.expanduser("~/x")

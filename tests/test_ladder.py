@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import helpers
-from t2jax import data, ladder, sharding, train
+from t2jax import io, ladder, sharding, train
 from t2jax.model import Transformer, count_params
 from t2jax.tokenizer import load_tokenizer
 
@@ -22,7 +22,7 @@ def test_large_presets_instantiate_and_shape_check(preset):
   """Every rung's model, state and train step are shape-checked on an 8-device mesh; no compute."""
   config = helpers.ladder_config(preset)
   rungs = ladder.parse_rungs(config)
-  vocab = load_tokenizer(data.resolve_path(config.data.tokenizer)).padded_vocab_size
+  vocab = load_tokenizer(io.resolve_path(config.data.tokenizer)).padded_vocab_size
   assert vocab == 50432
   mesh = sharding.make_mesh(config.train.mesh)
   assert config.train.global_batch_size % sharding.batch_divisor(mesh) == 0

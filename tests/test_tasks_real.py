@@ -5,8 +5,7 @@ import os
 
 import pytest
 
-from t2jax import tasks
-from t2jax.tasks import base
+from t2jax import io, tasks
 
 COUNTS = {"arc_easy": 2376, "arc_challenge": 1172, "sciq": 1000, "openbookqa": 500, "gsm8k": 1319,
           "simple_arithmetic": 1000}
@@ -32,7 +31,7 @@ def test_arc_labels_map_to_letters(name, file):
   """Gold letters re-derived independently from the raw file, numeric labels included."""
   qs = {q.id: q for q in tasks.get_task(name).questions()}
   numeric = 0
-  with open(os.path.join(base.REPO_ROOT, "data/eval/arc", file), encoding="utf-8") as f:
+  with open(os.path.join(io.REPO_ROOT, "data/eval/arc", file), encoding="utf-8") as f:
     for line in f:
       row = json.loads(line)
       labels = [c["label"] for c in row["question"]["choices"]]
@@ -120,6 +119,6 @@ def test_bad_files_name_file_line_and_field(tmp_path, name, rows, match):
 def test_missing_file_and_path_resolution(tmp_path):
   with pytest.raises(ValueError, match=r"does not exist; set tasks.sciq.path"):
     tasks.get_task("sciq", {"path": str(tmp_path / "none.jsonl")}).questions()
-  assert tasks.get_task("sciq").path == os.path.join(base.REPO_ROOT, "data/eval/sciq/test.jsonl")
-  assert base.resolve_path("/abs/x.jsonl") == "/abs/x.jsonl"
-  assert base.REPO_ROOT.joinpath("t2jax", "tasks", "base.py").is_file()
+  assert tasks.get_task("sciq").path == os.path.join(io.REPO_ROOT, "data/eval/sciq/test.jsonl")
+  assert io.resolve_path("/abs/x.jsonl") == "/abs/x.jsonl"
+  assert os.path.isfile(os.path.join(io.REPO_ROOT, "t2jax", "tasks", "base.py"))

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from t2jax import data
+from t2jax import io
 from t2jax import tokenizer as tok_lib
 
 WORDS = ("the", "cat", "sat", "on", "a", "mat", "and", "dog", "ran", "far", "away", "from",
@@ -83,16 +83,16 @@ def test_load_errors(tmp_path, small_tok):
 
 
 def test_shipped_neox():
-  tok = tok_lib.load_tokenizer(data.resolve_path("data/tokenizers/neox-20b.json"))
+  tok = tok_lib.load_tokenizer(io.resolve_path("data/tokenizers/neox-20b.json"))
   assert (tok.vocab_size, tok.padded_vocab_size, tok.eos_id) == (50277, 50432, 0)
   assert tok.encode("Hello world") == [12092, 1533]
 
 
 def test_shipped_bpe2048_on_shipped_val():
   """Reads the first documents of the shipped validation split (the one test that does)."""
-  tok = tok_lib.load_tokenizer(data.resolve_path("data/tokenizers/gutenberg-bpe2048.json"))
+  tok = tok_lib.load_tokenizer(io.resolve_path("data/tokenizers/gutenberg-bpe2048.json"))
   assert (tok.vocab_size, tok.padded_vocab_size, tok.eos_id) == (2048, 2048, 0)
-  with lzma.open(data.resolve_path("data/corpus/gutenberg-small/val.jsonl.xz"), "rt") as f:
+  with lzma.open(io.resolve_path("data/corpus/gutenberg-small/val.jsonl.xz"), "rt") as f:
     texts = [json.loads(next(f))["text"][:20_000] for _ in range(3)]
   for text, ids in zip(texts, tok.encode_batch(texts)):
     assert tok.decode(ids) == text

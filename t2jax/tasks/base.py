@@ -4,13 +4,10 @@ import abc
 import collections
 import dataclasses
 import hashlib
-import os
-import pathlib
 import random
 from typing import Any, Iterator, Mapping, Sequence
 
 SPLITS = ("train", "eval")
-REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent.parent
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,12 +50,6 @@ def check_split(task: str, split: str, allowed: Sequence[str] = SPLITS) -> None:
 def check_limit(task: str, limit: int | None) -> None:
   if limit is not None and (not isinstance(limit, int) or limit < 0):
     raise ValueError(f"task {task!r}: limit={limit!r} must be None or a non-negative integer")
-
-
-def resolve_path(path: str) -> str:
-  """`~` expanded; a relative path is taken from the repository root (parent of `t2jax/`)."""
-  path = os.path.expanduser(path)
-  return path if os.path.isabs(path) else str(REPO_ROOT / path)
 
 
 def knobs(config: Mapping[str, Any]) -> tuple:

@@ -15,12 +15,12 @@ Every reader checks each row and names the file, line and field of the first bad
 """
 
 import abc
-import json
 import re
 from typing import Any, Iterator
 
 import ml_collections
 
+from t2jax import io
 from t2jax.tasks import base, verifiers
 
 _CALCULATOR = re.compile(r"<<[^<>]*>>")
@@ -68,27 +68,12 @@ def _texts(row: dict, field: str, path: str, lineno: int) -> tuple[str, ...]:
   return tuple(items)
 
 
-def _read_rows(path: str) -> Iterator[tuple[int, dict]]:
-  with open(path, encoding="utf-8") as f:
-    for lineno, line in enumerate(f, 1):
-      if not line.strip():
-        continue
-      try:
-        row = json.loads(line)
-      except json.JSONDecodeError as e:
-        raise ValueError(
-            f"{path}:{lineno}: not valid JSON ({e.msg}); fix or remove that line") from e
-      if not isinstance(row, dict):
-        raise ValueError(f"{path}:{lineno}: a row must be a JSON object, got {type(row).__name__}")
-      yield lineno, row
-
-
 class FileTask(base.Task):
   """Questions read once from `config.path`; evaluation only."""
 
   def __init__(self, config: ml_collections.ConfigDict):
     self.config = config
-    self.path = base.resolve_path(config.path)
+    self.path = io.resolve_path(config.path)
     self._questions: list[base.Question] | None = None
 
   @abc.abstractmethod
@@ -104,7 +89,7 @@ class FileTask(base.Task):
 
   def _load(self) -> list[base.Question]:
     try:
-      rows = list(_read_rows(self.path))
+      rows = list(io.read_jsonl_numbered(self.path))
     except FileNotFoundError:
       raise ValueError(f"task {self.name!r}: eval file {self.path} does not exist; set "
                        f"tasks.{self.name}.path to a copy of it (the repository ships one under "
