@@ -22,7 +22,7 @@ INSTALL_REQUIRES = [
 EXTRAS = {
     "dev": ["pytest>=8", "nbclient>=0.10", "nbformat>=5.10", "ipykernel>=6"],
     "notebooks": ["jupyter", "nbclient>=0.10", "ipykernel>=6"],
-    "seqio": ["seqio"],
+    "seqio": ["seqio==0.0.20", "tensorflow==2.21.0", "tensorflow-text==2.21.1"],  # see BUILD_NOTES
     "gpu": ["jax[cuda12]==0.10.2"],
     "tpu": ["jax[tpu]==0.10.2"],
 }

@@ -26,7 +26,8 @@ import warnings
 import numpy as np
 from absl import app, flags
 
-from t2jax import fit, io
+from t2jax import io
+from t2jax.fit import fitting
 from t2jax.laws import approach2, optimize, simulate, table
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
@@ -67,7 +68,7 @@ def one_dataset(i: int, settings: dict) -> dict:
   results = table.results_from_rows(sorted(rows[0]), rows, f"simulated data set {i}")
   data = approach2.prepare(results, floors={task: simulate.APPROACH2_TASKS[task]["floor"]})
   mle = approach2.fit_mle(data)
-  posts, checks, attempts = fit.sample_until_converged(
+  posts, checks, attempts = fitting.sample_until_converged(
       lambda scale: {"approach2": approach2.sample_posterior(
           data, num_chains=settings["num_chains"], num_warmup=scale * settings["num_warmup"],
           num_samples=scale * settings["num_samples"], seed=i, mle=mle)},

@@ -21,7 +21,7 @@ import time
 import numpy as np
 from absl import app, flags
 
-from t2jax import io, passk, report
+from t2jax import io, passk
 from t2jax.laws import approach1, approach2, chinchilla, simulate, table
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
@@ -77,7 +77,7 @@ def one_ladder(seed: int) -> list:
       _, a, b = simulate.approach2_beta(simulate.APPROACH2_TASKS[task], n, d)
       truth_K = np.asarray(passk.beta_passk(a, b, K_GRID))
       for k, p, tr in zip(K_GRID, pred_K, truth_K):
-        obs = report.observed_passk(test_res.n[mask], test_res.c[mask], test_res.nll[mask], int(k))
+        obs = passk.observed_passk(test_res.n[mask], test_res.c[mask], test_res.nll[mask], int(k))
         rows.append(_row("approach2", d / n, obs, p, tr))
   for r in rows:
     r["seed"] = seed

@@ -38,7 +38,7 @@ from numpyro import infer
 from numpyro.infer import util as infer_util
 
 from t2jax import io
-from t2jax.laws import approach2, chinchilla, posterior, simulate, table
+from t2jax.laws import approach2, chinchilla, optim, posterior, simulate, table
 
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
@@ -83,7 +83,7 @@ def bench_approach3(num_scipy_starts: int) -> dict:
   chinchilla.fit(N, D, loss)
   warm_s = time.perf_counter() - t0
 
-  starts = chinchilla.grid_starts(chinchilla.HOFFMANN_GRID, ("e", "log_A", "log_B", "alpha", "beta"))
+  starts = optim.grid_starts(chinchilla.HOFFMANN_GRID, ("e", "log_A", "log_B", "alpha", "beta"))
   subset = np.linspace(0, len(starts) - 1, num_scipy_starts).round().astype(int)
   args = (np.log(N), np.log(D), np.log(loss), 1e-3)
   best = np.inf
@@ -187,6 +187,7 @@ def bench_approach2(*, num_tasks, num_sizes, num_ratios, num_questions, n, warmu
              "per_row": _draw_seconds(per_row_model, state, draws, data=data, **row_args)}
   print(f"(b) matched draws: {matched}", flush=True)
   speedup = matched["per_row"]["s_per_draw"] / matched["aggregated"]["s_per_draw"]
+  checks = post.convergence()
   return {
       "models": len(N), "tasks": num_tasks, "questions": num_questions, "n": n,
       "rows": len(results), "aggregated_entries": len(data.n_K), "chains": 2,
@@ -196,7 +197,7 @@ def bench_approach2(*, num_tasks, num_sizes, num_ratios, num_questions, n, warmu
       "grad_eval_ms_aggregated": agg_ms, "grad_eval_ms_per_row": row_ms,
       "nuts_aggregated_s": agg_s, "matched": matched,
       "speedup": speedup, "num_divergences": post.num_divergences,
-      "converged": post.converged(), "problems": post.problems()}
+      "converged": checks["converged"], "problems": checks["problems"]}
 
 
 def markdown(report: dict) -> str:

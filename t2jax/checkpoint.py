@@ -36,12 +36,24 @@ class Checkpointer:
 
     A checkpoint that fails to restore (truncated or corrupted files) is skipped with a warning and
     the previous one is tried; once one restores, the damaged newer ones are deleted so the run can
-    save those steps again. `data_iter` (None: parameters only) is set to its saved position.
+    save those steps again. `data_iter` (None: not restored) is set to its saved position.
     """
-    steps = sorted(self.manager.all_steps(), reverse=True)
     items = {"state": ocp.args.StandardRestore(abstract_state)}
     if data_iter is not None:
       items["data"] = grain.checkpoint.CheckpointRestore(data_iter)
+    return self._restore_newest(items, lambda restored: restored["state"])
+
+  def restore_latest_params(self, abstract_params: Any) -> Optional[tuple]:
+    """Returns (step, params) like `restore_latest`, reading only the state's `params` subtree
+    (no optimizer moments, no data iterator) into the shapes and shardings of `abstract_params`."""
+    item = {"params": abstract_params}
+    items = {"state": ocp.args.PyTreeRestore(
+        item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item),
+        partial_restore=True)}
+    return self._restore_newest(items, lambda restored: restored["state"]["params"])
+
+  def _restore_newest(self, items: dict, pick) -> Optional[tuple]:
+    steps = sorted(self.manager.all_steps(), reverse=True)
     damaged = []
     for step in steps:
       try:
@@ -55,7 +67,7 @@ class Checkpointer:
         continue
       for bad in damaged:  # the run will save these steps again
         self.manager.delete(bad)
-      return step, restored["state"]
+      return step, pick(restored)
     if steps:
       raise RuntimeError(f"every checkpoint in {self.manager.directory} is damaged (steps {steps}); "
                          "delete that directory to train from scratch")

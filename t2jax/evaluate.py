@@ -12,7 +12,6 @@ of questions evaluated or on their order.
 
 import csv
 import json
-import time
 from typing import Optional, Sequence
 
 import jax
@@ -20,13 +19,12 @@ import ml_collections
 import numpy as np
 from jax.sharding import Mesh
 
-from t2jax import io
+from t2jax import io, metrics
 from t2jax.model import ModelConfig
 from t2jax.passk import unbiased_passk
 from t2jax.sampler import Sampler
 from t2jax.tasks import Task
-from t2jax.tasks.base import stable_hash
-
+from t2jax.tasks.base import SPLITS, stable_hash
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -45,41 +43,44 @@ def default_config() -> ml_collections.ConfigDict:
   c.keep_samples = 3      # completions stored per row for inspection
   c.prepend_eos = True    # prompts start with EOS, as every training document does
   c.seed = 0
-  c.bootstrap = 1000      # resamples over questions for pass@k intervals (passk_table)
   return c
 
 
-def _check_config(cfg: ml_collections.ConfigDict) -> None:
+def check_config(cfg: ml_collections.ConfigDict) -> None:
+  """Raises ValueError naming the first bad `eval.*` setting (the task names are checked by
+  `t2jax.config_check`)."""
   for name in ("num_samples", "k_chunk", "score_batch"):
     if cfg[name] < 1:
       raise ValueError(f"eval.{name}={cfg[name]}: must be a positive integer")
   for name in ("num_questions", "max_new_tokens", "question_batch", "keep_samples"):
     if cfg[name] < 0:
       raise ValueError(f"eval.{name}={cfg[name]}: must be >= 0")
+  if cfg.split not in SPLITS:
+    raise ValueError(f"eval.split={cfg.split!r}: use one of {SPLITS}")
+  if cfg.temperature < 0 or not 0 < cfg.top_p <= 1:
+    raise ValueError(f"eval.temperature={cfg.temperature}, eval.top_p={cfg.top_p}: need "
+                     "temperature >= 0 (0 = greedy) and top_p in (0, 1]")
 
 
-class _Progress:
-  """Console line after a batch of questions: at most one per `every` seconds, and the last."""
+def _progress(prefix: str, total: int):
+  """The sampler's per-batch callback: a progress line at most every 10 s (and the last one)."""
+  progress = metrics.Progress(total, prefix, unit="questions", every=10.0)
+  tokens = 0
 
-  def __init__(self, label: str, total: int, every: float = 10.0):
-    self.label, self.total, self.every = label, total, every
-    self.start = self.last = time.perf_counter()
-    self.tokens = 0
+  def on_batch(done: int, new_tokens: int) -> None:
+    nonlocal tokens
+    tokens += new_tokens
+    progress.report(done, tokens=f"{tokens:,}",
+                    tok_s=f"{tokens / max(progress.elapsed(), 1e-9):,.0f}")
 
-  def __call__(self, done: int, tokens: int) -> None:
-    self.tokens += tokens
-    now = time.perf_counter()
-    if done == self.total or now - self.last >= self.every:
-      self.last = now
-      print(f"{self.label}: {done}/{self.total} questions, {self.tokens:,} tokens, "
-            f"{self.tokens / (now - self.start):,.0f} tokens/s", flush=True)
+  return on_batch
 
 
 def evaluate(model_cfg: ModelConfig, params, tokenizer, tasks: Sequence[Task],
              cfg: ml_collections.ConfigDict, *, model_id: str, N: float, D: float,
              mesh: Optional[Mesh] = None) -> list[dict]:
   """One results row per task × question: n samples, c verified correct, gold NLL, a few samples."""
-  _check_config(cfg)
+  check_config(cfg)
   sampler = Sampler(model_cfg, params, tokenizer, mesh=mesh, prepend_eos=cfg.prepend_eos)
   n = cfg.num_samples
   rows = []
@@ -98,7 +99,7 @@ def evaluate(model_cfg: ModelConfig, params, tokenizer, tasks: Sequence[Task],
         sampler.encode(prompts), n, key=task_key, max_new_tokens=max_new,
         temperature=cfg.temperature, top_p=cfg.top_p, stop_strings=task.stop_strings,
         k_chunk=cfg.k_chunk, q_batch=cfg.question_batch or None, question_ids=question_ids,
-        on_batch=_Progress(f"[eval {model_id}] {task.name}", len(questions)))
+        on_batch=_progress(f"[eval {model_id}] {task.name}: ", len(questions)))
     for i, q in enumerate(questions):
       texts = [sampler.decode_completion(out.tokens_QxKxT[i, j, :out.lengths_QxK[i, j]],
                                          task.stop_strings) for j in range(n)]
@@ -121,7 +122,7 @@ def passk_table(rows: Sequence[dict], ks: Optional[Sequence[int]] = None, *,
   if not 0 < level < 1:
     raise ValueError(f"passk_table: level={level} must be in (0, 1), e.g. 0.9")
   if resamples < 1:
-    raise ValueError(f"passk_table: resamples={resamples} must be >= 1 (e.g. eval.bootstrap=1000)")
+    raise ValueError(f"passk_table: resamples={resamples} must be >= 1, e.g. 1000")
   groups: dict = {}
   for i, row in enumerate(rows):
     for field in ("model_id", "task", "n", "c", "nll"):

@@ -15,9 +15,9 @@ import time
 import jax
 import ml_collections
 
-from t2jax import evaluate, flops, io, sizes, tasks, train
+from t2jax import evaluate, flops, io, metrics, sizes, tasks, train
+from t2jax.fit import inputs as fit_inputs
 from t2jax.tokenizer import load_tokenizer
-
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,7 +52,7 @@ def parse_rungs(config: ml_collections.ConfigDict) -> list[Rung]:
       ratio = -1.0
     if ratio <= 0:
       raise ValueError(f"ladder.rungs[{i}]={spec!r}: tokens_per_param must be a positive number")
-    rung = Rung(size, ratio, heldout=ratio > max_tpp)
+    rung = Rung(size, ratio, heldout=bool(fit_inputs.is_heldout(ratio, max_tpp)))
     if rung.id in seen:
       raise ValueError(f"ladder.rungs[{i}]={spec!r} is listed twice; remove the duplicate")
     seen.add(rung.id)
@@ -128,11 +128,6 @@ def _diff_keys(a, b, prefix=""):
     yield prefix.rstrip(".")
 
 
-def _fmt_eta(seconds: float) -> str:
-  m, s = divmod(int(seconds), 60)
-  return f"{m}m{s:02d}s"
-
-
 def run_train(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
   """Trains every selected rung in order, skipping finished ones; prints a ladder ETA from FLOPs."""
   rungs = selected(config.ladder, parse_rungs(config))
@@ -150,7 +145,8 @@ def run_train(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
       summaries.append(io.read_json(os.path.join(directory, "train_done.json")))
       done_flops += cost[rung.id]
       continue
-    eta = f", ladder ETA {_fmt_eta(spent / timed_flops * (total - done_flops))}" if spent else ""
+    eta = (f", ladder ETA {metrics.fmt_duration(spent / timed_flops * (total - done_flops))}"
+           if spent else "")
     print(f"{label}training ({cost[rung.id] / total:.0%} of the ladder's FLOPs{eta})", flush=True)
     start = time.perf_counter()
     summaries.append(train.train(cfg, directory, label=label))
@@ -187,7 +183,7 @@ def run_eval(config: ml_collections.ConfigDict, workdir: str) -> None:
       print(f"{label}evaluated already; skipping", flush=True)
     else:
       cfg = rung_config(config, rung)
-      model_cfg, params, mesh = train.load_params(cfg, directory)
+      model_cfg, params, mesh = train.load_params(cfg, directory, tokenizer)
       print(f"{label}evaluating {len(task_objs)} tasks", flush=True)
       rows = evaluate.evaluate(model_cfg, params, tokenizer, task_objs, config.eval,
                                model_id=rung.id, N=summary["N"], D=summary["D"], mesh=mesh)

@@ -10,6 +10,7 @@ rungs and resumes a half-trained one.
 """
 
 import datetime
+import functools
 import os
 import platform
 import subprocess
@@ -19,26 +20,18 @@ from importlib import metadata
 import jax
 import ml_collections
 from absl import app, flags
-from ml_collections import config_flags
 
-from t2jax import fit, io, ladder, metrics, report, sharding
+from t2jax import cli, config_check, io, stages as stages_lib
 
-STAGES = ("train", "eval", "fit", "plan", "report")
 PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "grain", "numpyro",
             "ml-collections", "tokenizers")
 
-_CONFIG = config_flags.DEFINE_config_file("config", "configs/ladder.py",
-                                          "Ladder config: configs/ladder.py[:PRESET].",
-                                          lock_config=True)
-_STAGES = flags.DEFINE_string("stages", ",".join(STAGES), "Comma-separated stages to run, in order.")
 
-
-def parse_stages(text: str) -> list[str]:
-  stages = [s.strip() for s in text.split(",") if s.strip()]
-  unknown = [s for s in stages if s not in STAGES]
-  if unknown or not stages:
-    raise ValueError(f"--stages={text!r}: unknown stage(s) {unknown}; choose from {','.join(STAGES)}")
-  return sorted(stages, key=STAGES.index)
+def define_flags() -> dict:
+  return {"config": cli.config_file_flag("configs/ladder.py",
+                                         "Ladder config: configs/ladder.py[:PRESET]."),
+          "stages": flags.DEFINE_string("stages", ",".join(stages_lib.STAGES),
+                                        "Comma-separated stages to run, in order.")}
 
 
 def _git_revision() -> str:
@@ -81,40 +74,23 @@ def write_manifest(config: ml_collections.ConfigDict, workdir: str, stages: list
 
 
 def run(config: ml_collections.ConfigDict, stages: list[str]) -> None:
+  """Validates the whole config (before any file is written), records the manifest, runs `stages`."""
+  config_check.validate(config)
   workdir = config.workdir
   os.makedirs(workdir, exist_ok=True)
-  ladder.parse_rungs(config)  # fail on a bad ladder before any work
   if jax.process_index() == 0:
     write_manifest(config, workdir, stages)
   print(f"t2jax ladder '{config.preset}' in {workdir}: stages {', '.join(stages)}", flush=True)
-  analysis = [s for s in stages if s in ("fit", "plan", "report")]
-  if analysis and jax.process_count() > 1:
-    # Other processes would wait at jax's shutdown barrier, which times out on a long fit.
-    print(f"skipping {', '.join(analysis)} in this {jax.process_count()}-process run; run "
-          f"--stages={','.join(analysis)} afterwards as a single process", flush=True)
-    stages = [s for s in stages if s not in analysis]
-  for stage in stages:
-    print(f"== {stage} ==", flush=True)
-    if stage == "train":
-      ladder.run_train(config, workdir)
-    elif stage == "eval":
-      ladder.run_eval(config, workdir)
-    elif stage == "fit":
-      fit.run_fit(workdir, config.fit)
-    elif stage == "plan":
-      fit.run_plan(workdir, config.fit)
-    elif stage == "report":
-      print(f"report: {report.write_report(workdir, config.fit)}", flush=True)
+  stages_lib.run(config, workdir, stages)
 
 
-def main(argv) -> None:
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments {argv[1:]}; settings go in --config.FIELD=VALUE")
-  config = _CONFIG.value
-  metrics.quiet_library_logs()
-  sharding.maybe_initialize_distributed(**config.distributed)
-  run(config, parse_stages(_STAGES.value))
+def main(argv, flags_: dict) -> None:
+  cli.no_extra_args(argv)
+  config = flags_["config"].value
+  stages = stages_lib.parse_stages(flags_["stages"].value)
+  cli.start(config.distributed, cpu_devices=config.fit.num_chains if "fit" in stages else 1)
+  run(config, stages)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(functools.partial(main, flags_=define_flags()))

@@ -1,10 +1,9 @@
-"""Training metrics: a JSONL file, TensorBoard event files, and a console progress line."""
+"""Training metrics: a JSONL file and TensorBoard event files; console progress lines and durations."""
 
 import json
 import os
 import sys
 import time
-from typing import Optional
 
 from t2jax import io
 
@@ -40,7 +39,8 @@ class MetricsWriter:
       self._tb.close()
 
 
-def _fmt_seconds(seconds: float) -> str:
+def fmt_duration(seconds: float) -> str:
+  """A duration for console lines: "5s", "3m07s", "2h05m"."""
   seconds = int(max(seconds, 0))
   h, rem = divmod(seconds, 3600)
   m, s = divmod(rem, 60)
@@ -48,27 +48,34 @@ def _fmt_seconds(seconds: float) -> str:
 
 
 class Progress:
-  """One console line per report: step, metrics, and an ETA from the recent step rate."""
+  """Console lines "{prefix}{unit} {done}/{total}  metrics  eta ..." with the ETA from the rate
+  since `start`; at most one line per `every` seconds, and always the last one."""
 
-  def __init__(self, total_steps: int, prefix: str = "", stream=None):
-    self.total = total_steps
-    self.prefix = prefix
+  def __init__(self, total: int, prefix: str = "", *, unit: str = "step", every: float = 0.0,
+               stream=None):
+    self.total, self.prefix, self.unit, self.every = total, prefix, unit, every
     self.stream = stream or sys.stdout
-    self._t0: Optional[float] = None
-    self._s0 = 0
+    self.start(0)
 
-  def start(self, step: int) -> None:
-    self._t0, self._s0 = time.perf_counter(), step
+  def start(self, done: int) -> None:
+    """Measures the rate from here (`done` units finished, e.g. the step a run resumed at)."""
+    self._t0 = self._last = time.perf_counter()
+    self._d0 = done
 
-  def report(self, step: int, **metrics) -> None:
-    if self._t0 is None:
-      self.start(step)
-    elapsed = time.perf_counter() - self._t0
-    rate = (step - self._s0) / elapsed if elapsed > 0 and step > self._s0 else 0.0
-    eta = _fmt_seconds((self.total - step) / rate) if rate else "?"
+  def elapsed(self) -> float:
+    return time.perf_counter() - self._t0
+
+  def report(self, done: int, **metrics) -> None:
+    now = time.perf_counter()
+    if done < self.total and now - self._last < self.every:
+      return
+    self._last = now
+    elapsed = now - self._t0
+    rate = (done - self._d0) / elapsed if elapsed > 0 and done > self._d0 else 0.0
+    eta = fmt_duration((self.total - done) / rate) if rate else "?"
     parts = [f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items()]
-    print(f"{self.prefix}step {step}/{self.total}  " + "  ".join(parts) + f"  eta {eta}",
-          file=self.stream, flush=True)
+    print(f"{self.prefix}{self.unit} {done}/{self.total}  " + "".join(p + "  " for p in parts)
+          + f"eta {eta}", file=self.stream, flush=True)
 
 
 def quiet_library_logs() -> None:

@@ -2,18 +2,19 @@
 
 Every parameter carries logical axis names (`vocab`, `embed`, `heads`, `kv`, `mlp`); `sharding.py`
 maps them onto the mesh. Parameters are fp32; activations use `cfg.dtype` (bf16 on accelerators,
-fp32 on CPU); softmax and logits are fp32. The KV cache is passed functionally so the sampler can
-run the decode loop inside `lax.while_loop`.
+fp32 on CPU); softmax and logits are fp32. Sampling is two calls of the model: `prefill` returns
+the prompts' KV cache, and each `decode` step attends to it (one copy per question, shared by its
+samples) and to a generated-token cache that it returns updated, passed functionally so the
+sampler can run the loop inside `lax.while_loop`.
 """
 
 import dataclasses
 from typing import Any, Optional
 
 import flax.linen as nn
+import flax.struct
 import jax
 import jax.numpy as jnp
-
-Cache = list  # one {"k": [B, S, H, K], "v": [B, S, H, K]} dict per layer
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,8 +57,9 @@ class ModelConfig:
 def count_params(cfg: ModelConfig) -> dict:
   """Closed-form parameter counts.
 
-  `body` is Kaplan's non-embedding count (blocks + final norm). `N`, the count the laws use, adds the
-  output head (V·D matrix work per token, tied or not), so 6·N·D is the training matmul cost.
+  `body` is Kaplan's non-embedding count (blocks + final norm; no embedding, no output head), and
+  `non_embedding` is the same number. `N`, the count the laws use, adds the output head (V·D matrix
+  work per token, tied or not), so 6·N·D is the training matmul cost.
   """
   d, hk, f, v = cfg.d_model, cfg.n_heads * cfg.head_dim, cfg.d_ff, cfg.vocab_size
   per_layer = 2 * d + 4 * d * hk + 3 * d * f
@@ -96,7 +98,7 @@ def rope(x_BxTxHxK: jax.Array, positions_BxT: jax.Array, theta: float) -> jax.Ar
 
 
 def _masked_attention(q_BxTxHxK, k_BxSxHxK, v_BxSxHxK, mask_BxTxS):
-  """Attention with an explicit boolean mask; fp32 softmax. Used on the cached (decode) path."""
+  """Attention with an explicit boolean mask; fp32 softmax. Used by the prefill."""
   scale = q_BxTxHxK.shape[-1] ** -0.5
   logits_BxHxTxS = jnp.einsum("bthk,bshk->bhts", q_BxTxHxK, k_BxSxHxK,
                               preferred_element_type=jnp.float32) * scale
@@ -105,11 +107,50 @@ def _masked_attention(q_BxTxHxK, k_BxSxHxK, v_BxSxHxK, mask_BxTxS):
   return jnp.einsum("bhts,bshk->bthk", probs_BxHxTxS, v_BxSxHxK)
 
 
+def _cached_attention(q_BxTxHxK, prompt_k_QxHxPxK, prompt_v_QxHxPxK, prompt_mask_QxP, k_BxHxSxK,
+                      v_BxHxSxK, length):
+  """T new queries per row over its question's prompt cache (row b belongs to question b // J,
+  J = B/Q) and its own generated slots up to its position, `length` + t; one fp32 softmax."""
+  b, t, h, k = q_BxTxHxK.shape
+  nq, _, p, _ = prompt_k_QxHxPxK.shape
+  j, s = b // nq, k_BxHxSxK.shape[2]
+  # A question's J·T queries are one matmul against its prompt: [Q, H, M = J·T, K].
+  q_QxHxMxK = q_BxTxHxK.reshape(nq, j * t, h, k).transpose(0, 2, 1, 3)
+  prompt_QxHxMxP = jnp.einsum("qhmk,qhpk->qhmp", q_QxHxMxK, prompt_k_QxHxPxK,
+                              preferred_element_type=jnp.float32)
+  prompt_BxHxTxP = prompt_QxHxMxP.reshape(nq, h, j, t, p).transpose(0, 2, 1, 3, 4).reshape(
+      b, h, t, p)
+  gen_BxHxTxS = jnp.einsum("bthk,bhsk->bhts", q_BxTxHxK, k_BxHxSxK,
+                           preferred_element_type=jnp.float32)
+  logits_BxHxTxR = jnp.concatenate([prompt_BxHxTxP, gen_BxHxTxS], axis=-1) * k ** -0.5
+  prompt_mask_BxTxP = jnp.broadcast_to(jnp.repeat(prompt_mask_QxP, j, axis=0)[:, None], (b, t, p))
+  gen_mask_TxS = (length + jnp.arange(t))[:, None] >= jnp.arange(s)[None, :]
+  mask_BxTxR = jnp.concatenate([prompt_mask_BxTxP, jnp.broadcast_to(gen_mask_TxS, (b, t, s))],
+                               axis=-1)
+  logits_BxHxTxR = jnp.where(mask_BxTxR[:, None], logits_BxHxTxR, jnp.finfo(jnp.float32).min)
+  probs_BxHxTxR = jax.nn.softmax(logits_BxHxTxR, axis=-1).astype(q_BxTxHxK.dtype)
+  probs_QxHxMxP = probs_BxHxTxR[..., :p].reshape(nq, j, h, t, p).transpose(0, 2, 1, 3, 4).reshape(
+      nq, h, j * t, p)
+  out_QxHxMxK = jnp.einsum("qhmp,qhpk->qhmk", probs_QxHxMxP, prompt_v_QxHxPxK)
+  out_BxTxHxK = jnp.einsum("bhts,bhsk->bthk", probs_BxHxTxR[..., p:], v_BxHxSxK)
+  return out_QxHxMxK.transpose(0, 2, 1, 3).reshape(b, t, h, k) + out_BxTxHxK
+
+
 class Attention(nn.Module):
+  """Causal self-attention, three ways; returns (output, K/V [rows, H, slots, K] or None).
+
+  Training (no `kv_mask_BxT`, no `cache`): over x alone; no K/V returned.
+  Prefill (`kv_mask_BxT`, False at left padding): over x alone, padding keys masked; returns x's
+  K/V, the prompt cache.
+  Decode (`prompt` = (k, v, mask_QxP) of Q questions, `cache` = this layer's generated (k, v) of
+  B = Q·J rows): x's T tokens go to generated slots `length`… and attend to their question's
+  prompt and their own earlier slots; returns the updated generated (k, v).
+  """
   cfg: ModelConfig
 
   @nn.compact
-  def __call__(self, x_BxTxD, positions_BxT, cache=None, cache_index=None, kv_mask_BxS=None):
+  def __call__(self, x_BxTxD, positions_BxT, kv_mask_BxT=None, prompt=None, cache=None,
+               length=None):
     cfg, dtype = self.cfg, jnp.dtype(self.cfg.dtype)
     h, k = cfg.n_heads, cfg.head_dim
     proj = lambda name: nn.DenseGeneral(  # noqa: E731
@@ -119,26 +160,26 @@ class Attention(nn.Module):
     k_BxTxHxK = rope(proj("key")(x_BxTxD), positions_BxT, cfg.rope_theta)
     v_BxTxHxK = proj("value")(x_BxTxD)
 
-    if cache is None:
+    if cache is not None:
+      write = lambda c_BxHxSxK, new_BxTxHxK: jax.lax.dynamic_update_slice_in_dim(  # noqa: E731
+          c_BxHxSxK, new_BxTxHxK.transpose(0, 2, 1, 3).astype(c_BxHxSxK.dtype), length, axis=2)
+      kv = (write(cache[0], k_BxTxHxK), write(cache[1], v_BxTxHxK))
+      out_BxTxHxK = _cached_attention(q_BxTxHxK, *prompt, *kv, length)
+    elif kv_mask_BxT is not None:
+      t = x_BxTxD.shape[1]
+      causal_TxT = jnp.arange(t)[:, None] >= jnp.arange(t)[None, :]
+      out_BxTxHxK = _masked_attention(q_BxTxHxK, k_BxTxHxK, v_BxTxHxK,
+                                      causal_TxT[None] & kv_mask_BxT[:, None, :])
+      kv = (k_BxTxHxK.transpose(0, 2, 1, 3), v_BxTxHxK.transpose(0, 2, 1, 3))
+    else:
       out_BxTxHxK = jax.nn.dot_product_attention(
           q_BxTxHxK, k_BxTxHxK, v_BxTxHxK, is_causal=True, implementation=cfg.attention_impl)
-      new_cache = None
-    else:
-      k_cache = jax.lax.dynamic_update_slice_in_dim(cache["k"], k_BxTxHxK.astype(cache["k"].dtype),
-                                                    cache_index, axis=1)
-      v_cache = jax.lax.dynamic_update_slice_in_dim(cache["v"], v_BxTxHxK.astype(cache["v"].dtype),
-                                                    cache_index, axis=1)
-      t, s = x_BxTxD.shape[1], k_cache.shape[1]
-      causal_TxS = (cache_index + jnp.arange(t))[:, None] >= jnp.arange(s)[None, :]
-      mask_BxTxS = causal_TxS[None] & kv_mask_BxS[:, None, :]
-      out_BxTxHxK = _masked_attention(q_BxTxHxK, k_cache.astype(dtype), v_cache.astype(dtype),
-                                      mask_BxTxS)
-      new_cache = {"k": k_cache, "v": v_cache}
+      kv = None
 
     out_BxTxD = nn.DenseGeneral(
         cfg.d_model, axis=(-2, -1), use_bias=False, dtype=dtype, param_dtype=jnp.float32,
         name="out", kernel_init=_dense_init(h * k, ("heads", "kv", "embed")))(out_BxTxHxK)
-    return out_BxTxD, new_cache
+    return out_BxTxD, kv
 
 
 class MLP(nn.Module):
@@ -156,19 +197,28 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
+  """Pre-norm attention + SwiGLU; arguments after `positions_BxT` as for `Attention`."""
   cfg: ModelConfig
 
   @nn.compact
-  def __call__(self, x_BxTxD, positions_BxT, cache=None, cache_index=None, kv_mask_BxS=None):
-    attn_BxTxD, new_cache = Attention(self.cfg, name="attn")(
-        RMSNorm(name="attn_norm")(x_BxTxD), positions_BxT, cache, cache_index, kv_mask_BxS)
+  def __call__(self, x_BxTxD, positions_BxT, kv_mask_BxT=None, prompt=None, cache=None,
+               length=None):
+    attn_BxTxD, kv = Attention(self.cfg, name="attn")(
+        RMSNorm(name="attn_norm")(x_BxTxD), positions_BxT, kv_mask_BxT, prompt, cache, length)
     x_BxTxD = x_BxTxD + attn_BxTxD
     x_BxTxD = x_BxTxD + MLP(self.cfg, name="mlp")(RMSNorm(name="mlp_norm")(x_BxTxD))
-    return x_BxTxD, new_cache
+    return x_BxTxD, kv
+
+
+@flax.struct.dataclass
+class KVCache:
+  """Keys and values of every layer (tuples of n_layers arrays [rows, H, slots, K])."""
+  k: tuple
+  v: tuple
 
 
 class Transformer(nn.Module):
-  """`__call__` is the training/scoring forward; `decode` runs with a KV cache."""
+  """`__call__` is the training/scoring forward; `prefill` and `decode` sample with KV caches."""
   cfg: ModelConfig
 
   def setup(self):
@@ -205,25 +255,39 @@ class Transformer(nn.Module):
       x_BxTxD, _ = block(x_BxTxD, positions_BxT)
     return self._logits(x_BxTxD)
 
-  def decode(self, tokens_BxT, positions_BxT, cache: Cache, cache_index, kv_mask_BxS):
-    """Writes T new tokens into the cache at slot `cache_index` and returns (logits, cache).
+  def prefill(self, tokens_QxP, positions_QxP, kv_mask_QxP) -> tuple[jax.Array, KVCache]:
+    """Causal forward over left-padded prompts (`kv_mask_QxP` False at padding, `positions_QxP`
+    their true positions); returns (logits [Q, P, V], the prompts' KV cache)."""
+    x_QxPxD = self._embed(tokens_QxP)
+    kvs = []
+    for block in self.blocks:
+      x_QxPxD, kv = block(x_QxPxD, positions_QxP, kv_mask_QxP)
+      kvs.append(kv)
+    return self._logits(x_QxPxD), KVCache(*(tuple(c) for c in zip(*kvs)))
 
-    Slot s of the cache is visible to the query at slot q when s <= q and `kv_mask_BxS[b, s]`
-    (False for padding). RoPE uses `positions_BxT`, so left-padded prompts keep true positions.
+  def decode(self, tokens_BxT, positions_BxT, prompt: KVCache, prompt_mask_QxP, cache: KVCache,
+             length) -> tuple[jax.Array, KVCache]:
+    """T tokens for each of B = Q·J rows (rows q·J… sample question q); returns (logits [B, T, V],
+    `cache` with their K/V in slots `length`…).
+
+    Rows attend to their question's `prompt` cache (from `prefill`, shared, not copied) where
+    `prompt_mask_QxP`, and to their own generated slots up to their own.
     """
     x_BxTxD = self._embed(tokens_BxT)
-    new_cache = []
-    for block, layer_cache in zip(self.blocks, cache):
-      x_BxTxD, layer_cache = block(x_BxTxD, positions_BxT, layer_cache, cache_index, kv_mask_BxS)
-      new_cache.append(layer_cache)
-    return self._logits(x_BxTxD), new_cache
+    ks, vs = [], []
+    for block, pk, pv, k, v in zip(self.blocks, prompt.k, prompt.v, cache.k, cache.v):
+      x_BxTxD, (k, v) = block(x_BxTxD, positions_BxT, None, (pk, pv, prompt_mask_QxP), (k, v),
+                              length)
+      ks.append(k)
+      vs.append(v)
+    return self._logits(x_BxTxD), KVCache(tuple(ks), tuple(vs))
 
 
-def init_cache(cfg: ModelConfig, batch: int, length: int, dtype=None) -> Cache:
-  """Zero KV cache for `batch` sequences of `length` slots."""
-  dtype = jnp.dtype(dtype or cfg.dtype)
-  shape = (batch, length, cfg.n_heads, cfg.head_dim)
-  return [{"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)} for _ in range(cfg.n_layers)]
+def init_cache(cfg: ModelConfig, rows: int, slots: int) -> KVCache:
+  """Zero generated-token cache for `decode`: `slots` per row, in `cfg.dtype` like the prompt's."""
+  zeros = lambda: tuple(jnp.zeros((rows, cfg.n_heads, slots, cfg.head_dim), cfg.dtype)  # noqa: E731
+                        for _ in range(cfg.n_layers))
+  return KVCache(zeros(), zeros())
 
 
 def abstract_params(cfg: ModelConfig):

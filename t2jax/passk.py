@@ -1,7 +1,7 @@
 """pass@k: the unbiased estimator from samples, and pass@k under a Beta(a, b) accuracy law.
 
-`unbiased_passk` is numpy (data side); `beta_passk` and `beta_binomial_logpmf` are jnp and work
-under jit, vmap and grad (model side).
+`unbiased_passk` and `observed_passk` are numpy (data side); `beta_passk` and
+`beta_binomial_logpmf` are jnp and work under jit, vmap and grad (model side).
 """
 
 import jax.numpy as jnp
@@ -36,6 +36,19 @@ def unbiased_passk(n, c, k) -> np.ndarray:
   for i in range(int(k_.max(initial=0))):
     log_fail += np.log1p(-np.where(i < k_, c_safe / np.maximum(n_ - i, 1), 0.0))
   return np.where(certain, 1.0, -np.expm1(log_fail))
+
+
+def observed_passk(n_Q, c_Q, nll_Q, k: int) -> float:
+  """Mean over questions of pass@k: unbiased from samples where n >= k, else 1 − (1 − e^−nll)^k."""
+  sampled = n_Q >= k
+  values = np.empty(len(n_Q))
+  if sampled.any():
+    values[sampled] = unbiased_passk(n_Q[sampled], c_Q[sampled], k)
+  if (~sampled).any():
+    if (n_Q[~sampled] > 0).any() or not np.isfinite(nll_Q[~sampled]).all():
+      return float("nan")
+    values[~sampled] = -np.expm1(k * np.log1p(-np.exp(-nll_Q[~sampled])))
+  return float(values.mean())
 
 
 def beta_passk_log_fail(a, b, k):

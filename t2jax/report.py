@@ -1,6 +1,6 @@
 """The report: figures (PNG + SVG) and report.md / summary.json from the fit and plan outputs.
 
-`write_report(out_dir, cfg)` reads `out_dir/fit/summary.json`, `out_dir/fit/extrapolation.json`,
+`write_report(out_dir)` reads `out_dir/fit/summary.json`, `out_dir/fit/extrapolation.json`,
 `out_dir/plan/plan.json`, the posteriors and the tables the fit used, and writes
 `out_dir/report/{report.md, summary.json, figures/*.png, figures/*.svg}`. report.md opens with the
 answer: for each training budget C and inference demand, the N*, D* and k* to use, with 90%
@@ -17,7 +17,9 @@ import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
 import numpy as np  # noqa: E402
 
 from t2jax import io, passk  # noqa: E402
-from t2jax.laws import chinchilla, posterior, table  # noqa: E402
+from t2jax.fit import inputs as inputs_lib  # noqa: E402
+from t2jax.fit import planning  # noqa: E402
+from t2jax.laws import chinchilla, table  # noqa: E402
 
 FIGURES = ("isoflop", "frontier", "posterior_pairs", "passk_vs_k", "loss_vs_compute",
            "extrapolation")
@@ -56,20 +58,6 @@ def _as_float(iv: dict) -> dict:
 
 
 # ------------------------------------------------------------------------------- figures
-
-def observed_passk(n_Q, c_Q, nll_Q, k: int) -> float:
-  """Mean over questions of pass@k: unbiased from samples where n >= k, else 1 − (1 − e^−nll)^k."""
-  sampled = n_Q >= k
-  values = np.empty(len(n_Q))
-  if sampled.any():
-    values[sampled] = passk.unbiased_passk(n_Q[sampled], c_Q[sampled], k)
-  if (~sampled).any():
-    if (n_Q[~sampled] > 0).any() or not np.isfinite(nll_Q[~sampled]).all():
-      return float("nan")
-    values[~sampled] = -np.expm1(k * np.log1p(-np.exp(-nll_Q[~sampled])))
-  return float(values.mean())
-
-
 
 def fig_isoflop(plan: dict, law: str, fig_dir: str) -> str:
   p = plan["laws"][law]
@@ -154,7 +142,7 @@ def fig_passk(results: table.ResultsTable, fig_dir: str) -> str:
     for i, model in enumerate(models):
       mask = rows.model_id == model
       if mask.any():
-        acc = [observed_passk(rows.n[mask], rows.c[mask], rows.nll[mask], int(k)) for k in ks]
+        acc = [passk.observed_passk(rows.n[mask], rows.c[mask], rows.nll[mask], int(k)) for k in ks]
         ax.plot(ks, acc, marker="o", ms=3, color=cmap(i / max(len(models) - 1, 1)),
                 label=model)
     ax.set(xscale="log", xlabel="k", ylabel="mean pass@k", title=task, ylim=(0, 1))
@@ -296,9 +284,9 @@ def _markdown(fit: dict, plan: dict, figures: dict, extrapolation: dict) -> str:
   return "\n".join(lines) + "\n"
 
 
-def write_report(workdir: str, cfg) -> str:
-  """Figures, report.md and summary.json under `workdir/report/`; returns report.md's path."""
-  del cfg  # the fit and plan outputs carry every setting the report shows
+def write_report(workdir: str) -> str:
+  """Figures, report.md and summary.json under `workdir/report/`; returns report.md's path (the
+  fit and plan outputs carry every setting the report shows)."""
   paths = {name: os.path.join(workdir, *parts) for name, parts in (
       ("fit", ("fit", "summary.json")), ("extrapolation", ("fit", "extrapolation.json")),
       ("plan", ("plan", "plan.json")))}
@@ -306,11 +294,9 @@ def write_report(workdir: str, cfg) -> str:
     if not os.path.exists(path):
       raise ValueError(f"{path} does not exist; run the {'plan' if name == 'plan' else 'fit'} "
                        "stage first")
-  fit = io.read_json(paths["fit"])
+  fit, posts = planning.load_posteriors(workdir)
   extrapolation = io.read_json(paths["extrapolation"])
   plan = io.read_json(paths["plan"])
-  posts = {name: posterior.Posterior.load(os.path.join(workdir, rel))
-           for name, rel in fit["posterior_files"].items()}
   out_dir = os.path.join(workdir, "report")
   fig_dir = os.path.join(out_dir, "figures")
   figures = {}
@@ -327,7 +313,7 @@ def write_report(workdir: str, cfg) -> str:
     losses = table.load_losses(loss_path)
     if "heldout" not in table.read_rows(loss_path)[0]:
       limit = fit["config"]["fit_max_tokens_per_param"]
-      losses = dataclasses.replace(losses, heldout=losses.D / losses.N > limit)
+      losses = dataclasses.replace(losses, heldout=inputs_lib.heldout_mask(losses.N, losses.D, limit))
     figures["loss_vs_compute"] = fig_loss(losses, posts.get("chinchilla"), fig_dir)
   if extrapolation["rows"]:
     figures["extrapolation"] = fig_extrapolation(extrapolation, fig_dir)

@@ -1,14 +1,14 @@
 """Jitted batched KV-cache sampler: k samples per prompt, the prompt prefilled once.
 
 For a batch of Q questions the left-padded prompts (length bucketed, see `bucket_length`) are run
-through the model once. Their KV cache is then shared, not copied: each decode step attends from
-the `k_chunk` samples of a question to that question's single prompt cache and to the samples' own
-cache of generated tokens, in one `lax.while_loop` that exits when every sequence has stopped or
-`max_new_tokens` tokens are out. Sample j of question q draws from
-`fold_in(fold_in(key, question_ids[q]), j)`, so results do not depend on batching, chunking or
-sharding. Stops: EOS, and stop strings through a token-level automaton (`StopTable`) that also
-catches stop strings spanning several tokens; the decoded text is cut before the first stop string
-afterwards.
+through the model once (`Transformer.prefill`). Their KV cache is then shared, not copied: each
+decode step, a `Transformer.decode` call, attends from the `k_chunk` samples of a question to that
+question's single prompt cache and to the samples' own cache of generated tokens, in one
+`lax.while_loop` that exits when every sequence has stopped or `max_new_tokens` tokens are out.
+Sample j of question q draws from `fold_in(fold_in(key, question_ids[q]), j)`, so results do not
+depend on batching, chunking or sharding. Stops: EOS, and stop strings through a token-level
+automaton (`StopTable`) that also catches stop strings spanning several tokens; the decoded text is
+cut before the first stop string afterwards.
 
 Memory per decode chunk (B = q_batch·k_chunk rows, P prompt bucket, T = max_new_tokens, bytes of
 `model.dtype`; n_layers·2·d_model·bytes per cached token):
@@ -29,8 +29,7 @@ import numpy as np
 from jax.sharding import Mesh
 
 from t2jax import sharding as sharding_lib
-from t2jax.model import (MLP, ModelConfig, RMSNorm, Transformer, init_cache, logical_specs,
-                         rope)
+from t2jax.model import ModelConfig, Transformer, init_cache, logical_specs
 
 DEFAULT_ROWS = 256  # decode rows per chunk when q_batch is not given
 _NEG_INF = -jnp.inf
@@ -47,6 +46,27 @@ def truncate_at_stop(text: str, stop_strings: Sequence[str]) -> str:
   """`text` cut before the earliest occurrence of any stop string."""
   cut = min((i for i in (text.find(s) for s in stop_strings if s) if i >= 0), default=len(text))
   return text[:cut]
+
+
+def _pad_batches(seqs: Sequence[Sequence[int]], size: int, pad_id: int, left: bool):
+  """Batches of `size` sequences, each padded to the `bucket_length` of its longest, on the left
+  or the right; the last batch is filled with copies of its first row.
+
+  Yields (start, n_real, rows, tokens_BxL, lengths_B): `rows` the sequence index of each row.
+  """
+  for start in range(0, len(seqs), size):
+    rows = list(range(start, min(start + size, len(seqs))))
+    n_real = len(rows)
+    rows += [rows[0]] * (size - n_real)
+    lengths_B = np.array([len(seqs[r]) for r in rows], np.int32)
+    length = bucket_length(int(lengths_B.max()))
+    tokens_BxL = np.full((size, length), pad_id, np.int32)
+    for i, r in enumerate(rows):
+      if left:
+        tokens_BxL[i, length - lengths_B[i]:] = seqs[r]
+      else:
+        tokens_BxL[i, :lengths_B[i]] = seqs[r]
+    yield start, n_real, rows, tokens_BxL, lengths_B
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,66 +158,9 @@ class _Setup:
 @functools.partial(jax.jit, static_argnames=("setup",))
 def _prefill(setup: _Setup, params, tokens_QxP, positions_QxP, kv_mask_QxP):
   """The prompts' KV cache and the (vocab-masked) logits after their last token."""
-  q, p = tokens_QxP.shape
-  cache = init_cache(setup.cfg, q, p)
-  logits_QxPxV, cache = Transformer(setup.cfg).apply(
-      {"params": params}, tokens_QxP, positions_QxP, cache, 0, kv_mask_QxP, method="decode")
-  return cache, setup.mask_vocab(logits_QxPxV[:, -1])
-
-
-def _attend(q_BxHxK, prefix_k_QxHxPxK, prefix_v_QxHxPxK, prefix_mask_BxP, gen_k_BxHxTxK,
-            gen_v_BxHxTxK, gen_mask_T):
-  """One query per row over its question's shared prompt cache and its own generated cache, with
-  one fp32 softmax across both. Row b belongs to question b // (B / Q)."""
-  b, h, k = q_BxHxK.shape
-  nq, _, p, _ = prefix_k_QxHxPxK.shape
-  kc = b // nq
-  q_QxHxJxK = q_BxHxK.reshape(nq, kc, h, k).transpose(0, 2, 1, 3)
-  prefix_QxHxJxP = jnp.einsum("qhjk,qhpk->qhjp", q_QxHxJxK, prefix_k_QxHxPxK,
-                              preferred_element_type=jnp.float32)
-  gen_BxHxT = jnp.einsum("bhk,bhtk->bht", q_BxHxK, gen_k_BxHxTxK,
-                         preferred_element_type=jnp.float32)
-  logits_BxHxS = jnp.concatenate(
-      [prefix_QxHxJxP.transpose(0, 2, 1, 3).reshape(b, h, p), gen_BxHxT], axis=-1) * k ** -0.5
-  mask_BxS = jnp.concatenate(
-      [prefix_mask_BxP, jnp.broadcast_to(gen_mask_T, (b, gen_mask_T.shape[0]))], axis=-1)
-  logits_BxHxS = jnp.where(mask_BxS[:, None], logits_BxHxS, jnp.finfo(jnp.float32).min)
-  probs_BxHxS = jax.nn.softmax(logits_BxHxS, axis=-1).astype(q_BxHxK.dtype)
-  probs_QxHxJxP = probs_BxHxS[..., :p].reshape(nq, kc, h, p).transpose(0, 2, 1, 3)
-  out_QxHxJxK = jnp.einsum("qhjp,qhpk->qhjk", probs_QxHxJxP, prefix_v_QxHxPxK)
-  out_BxHxK = jnp.einsum("bht,bhtk->bhk", probs_BxHxS[..., p:], gen_v_BxHxTxK)
-  return out_QxHxJxK.transpose(0, 2, 1, 3).reshape(b, h, k) + out_BxHxK
-
-
-def _decode_step(cfg: ModelConfig, params, tok_B, pos_B, slot, prefix, prefix_mask_BxP, gen):
-  """Logits after feeding one token per row, whose K/V go to slot `slot` of the generated cache.
-
-  The same computation as `Transformer.decode` (model.Block's wiring; the cached-greedy test checks
-  it against the full forward), but the prompt cache stays one copy per question.
-  """
-  dtype = jnp.dtype(cfg.dtype)
-  gen_mask_T = jnp.arange(gen[0]["k"].shape[2]) <= slot
-  x_BxD = jnp.take(params["embedding"], tok_B, axis=0).astype(dtype)
-  new_gen = []
-  for layer, (pre, cache) in enumerate(zip(prefix, gen)):
-    p = params[f"block_{layer}"]
-    h_BxD = RMSNorm().apply({"params": p["attn_norm"]}, x_BxD)
-    proj = lambda name: jnp.einsum(  # noqa: E731
-        "bd,dhk->bhk", h_BxD, p["attn"][name]["kernel"].astype(dtype))
-    q_BxHxK, k_BxHxK = (rope(proj(name)[:, None], pos_B[:, None], cfg.rope_theta)[:, 0]
-                        for name in ("query", "key"))
-    cache = {name: jax.lax.dynamic_update_slice_in_dim(cache[name], new_BxHxK[:, :, None], slot,
-                                                       axis=2)
-             for name, new_BxHxK in (("k", k_BxHxK), ("v", proj("value")))}  # all in cfg.dtype
-    attn_BxHxK = _attend(q_BxHxK, pre["k"], pre["v"], prefix_mask_BxP, cache["k"], cache["v"],
-                         gen_mask_T)
-    x_BxD = x_BxD + jnp.einsum("bhk,hkd->bd", attn_BxHxK, p["attn"]["out"]["kernel"].astype(dtype))
-    x_BxD = x_BxD + MLP(cfg).apply({"params": p["mlp"]},
-                                   RMSNorm().apply({"params": p["mlp_norm"]}, x_BxD))
-    new_gen.append(cache)
-  logits_Bx1xV = Transformer(cfg).apply({"params": params}, x_BxD[:, None],
-                                        method=lambda model, x: model._logits(x))
-  return logits_Bx1xV[:, 0], new_gen
+  logits_QxPxV, prompt = Transformer(setup.cfg).apply(
+      {"params": params}, tokens_QxP, positions_QxP, kv_mask_QxP, method="prefill")
+  return prompt, setup.mask_vocab(logits_QxPxV[:, -1])
 
 
 @functools.partial(jax.jit, static_argnames=(
@@ -210,14 +173,9 @@ def _decode(setup: _Setup, params, prompt_cache, last_logits_QxV, prompt_len_Q, 
   q, _ = kv_mask_QxP.shape
   b = q * kc
   rep = lambda x: setup.shard_rows(jnp.repeat(x, kc, axis=0))  # noqa: E731  row q·kc + j
-
-  # The prompt cache is read, never copied per sample: [Q, H, P, K] (heads first, so the
-  # attention matmuls need no per-step transpose); generated tokens get [B, H, T-1, K].
-  prefix = jax.tree.map(lambda x_QxPxHxK: x_QxPxHxK.transpose(0, 2, 1, 3), prompt_cache)
-  gen_shape = (b, setup.cfg.n_heads, max(1, t_max - 1), setup.cfg.head_dim)
-  gen = [{name: setup.shard_rows(jnp.zeros(gen_shape, layer["k"].dtype)) for name in ("k", "v")}
-         for layer in prompt_cache]
-  prefix_mask_BxP = rep(kv_mask_QxP)
+  model = Transformer(setup.cfg)
+  # The prompt cache is read, never copied per sample; generated tokens get max(1, T-1) slots.
+  gen = jax.tree.map(setup.shard_rows, init_cache(setup.cfg, b, max(1, t_max - 1)))
   prompt_len_B = rep(prompt_len_Q)
   sample_ids_B = jnp.tile(sample_offset + jnp.arange(kc, dtype=jnp.int32), q)
   keys_B = jax.vmap(lambda qi, j: jax.random.fold_in(jax.random.fold_in(key, qi), j))(
@@ -244,10 +202,11 @@ def _decode(setup: _Setup, params, prompt_cache, last_logits_QxV, prompt_len_Q, 
 
   def body(carry):
     i, gen, tokens_BxT, state_B, done_B, lengths_B, stopped_B = carry
-    logits_BxV, gen = _decode_step(setup.cfg, params, tokens_BxT[:, i - 1], prompt_len_B + i - 1,
-                                   i - 1, prefix, prefix_mask_BxP, gen)
+    logits_Bx1xV, gen = model.apply(
+        {"params": params}, tokens_BxT[:, i - 1, None], (prompt_len_B + i - 1)[:, None],
+        prompt_cache, kv_mask_QxP, gen, i - 1, method="decode")
     tokens_BxT, state_B, done_B, lengths_B, new_stop_B = emit(
-        i, setup.mask_vocab(logits_BxV), tokens_BxT, state_B, done_B, lengths_B)
+        i, setup.mask_vocab(logits_Bx1xV[:, 0]), tokens_BxT, state_B, done_B, lengths_B)
     return i + 1, gen, tokens_BxT, state_B, done_B, lengths_B, stopped_B | new_stop_B
 
   carry = (jnp.int32(1), gen, tokens_BxT, state_B, done_B, lengths_B, stopped_B)
@@ -374,14 +333,8 @@ class Sampler:
     out_tokens = np.zeros((n, n_chunks * kc, max_new_tokens), np.int32)
     out_lengths = np.zeros((n, n_chunks * kc), np.int32)
     out_stopped = np.zeros((n, n_chunks * kc), bool)
-    for start in range(0, n, qb):
-      rows = list(range(start, min(start + qb, n)))
-      rows += [rows[0]] * (qb - len(rows))  # pad the last batch with copies (dropped below)
-      lens_Q = np.array([len(prompt_ids[r]) for r in rows], np.int32)
-      p = bucket_length(int(lens_Q.max()))
-      tokens_QxP = np.full((qb, p), self.eos_id, np.int32)
-      for i, r in enumerate(rows):
-        tokens_QxP[i, p - lens_Q[i]:] = prompt_ids[r]
+    for start, m, rows, tokens_QxP, lens_Q in _pad_batches(prompt_ids, qb, self.eos_id, left=True):
+      p = tokens_QxP.shape[1]
       pad_Qx1 = (p - lens_Q)[:, None]
       positions_QxP = np.maximum(np.arange(p)[None] - pad_Qx1, 0).astype(np.int32)
       kv_mask_QxP = np.arange(p)[None] >= pad_Qx1
@@ -395,14 +348,12 @@ class Sampler:
             put(kv_mask_QxP), qids, jnp.int32(c * kc), key, next_SxV,
             match_SxV, k_chunk=kc, max_new_tokens=max_new_tokens, temperature=float(temperature),
             top_p=float(top_p), stop_on_eos=stop_on_eos)
-        m = min(qb, n - start)
         sl = slice(c * kc, (c + 1) * kc)
         out_tokens[start:start + m, sl] = np.asarray(tok)[:m]
         out_lengths[start:start + m, sl] = np.asarray(length)[:m]
         out_stopped[start:start + m, sl] = np.asarray(stopped)[:m]
       if on_batch is not None:
-        done = min(start + qb, n)
-        on_batch(done, int(out_lengths[start:done, :k].sum()))
+        on_batch(start + m, int(out_lengths[start:start + m, :k].sum()))
     return SampleOutput(out_tokens[:, :k], out_lengths[:, :k], out_stopped[:, :k])
 
   def generate(self, prompts: Sequence[str], k: int, *, key: jax.Array, max_new_tokens: int,
@@ -449,20 +400,13 @@ class Sampler:
     bs = min(batch_size, n)
     bs = -(-bs // self._divisor) * self._divisor
     nll, counts = np.zeros(n, np.float64), np.zeros(n, np.int64)
-    for start in range(0, n, bs):
-      rows = list(range(start, min(start + bs, n)))
-      rows += [rows[0]] * (bs - len(rows))
-      lengths = [len(prompt_ids[r]) + len(answer_ids[r]) for r in rows]
-      length = bucket_length(max(lengths))
-      tokens_BxL = np.full((bs, length), self.eos_id, np.int32)
-      mask_BxL = np.zeros((bs, length), bool)
-      for i, r in enumerate(rows):
-        seq = prompt_ids[r] + answer_ids[r]
-        tokens_BxL[i, :len(seq)] = seq
-        mask_BxL[i, len(prompt_ids[r]):len(seq)] = True
+    seqs = [p_ids + a_ids for p_ids, a_ids in zip(prompt_ids, answer_ids)]
+    for start, m, rows, tokens_BxL, lens_B in _pad_batches(seqs, bs, self.eos_id, left=False):
+      prompt_lens_Bx1 = np.array([len(prompt_ids[r]) for r in rows])[:, None]
+      positions_L = np.arange(tokens_BxL.shape[1])
+      mask_BxL = (positions_L >= prompt_lens_Bx1) & (positions_L < lens_B[:, None])
       total_B, count_B = _score(self._setup, self.params, self._put(tokens_BxL, True),
-                                     self._put(mask_BxL, True))
-      m = min(bs, n - start)
+                                self._put(mask_BxL, True))
       nll[start:start + m] = np.asarray(total_B, np.float64)[:m]
       counts[start:start + m] = np.asarray(count_B)[:m]
     return nll, counts

@@ -24,13 +24,23 @@ LOGICAL_RULES = (
 )
 
 
-def resolve_mesh_shape(shape: Sequence[int], num_devices: int) -> tuple:
-  """Fills one -1 entry of (data, fsdp, tensor) so the product is `num_devices`."""
-  shape = [int(s) for s in shape]
+def check_mesh_shape(shape: Sequence[int]) -> list[int]:
+  """The (data, fsdp, tensor) sizes as ints: three of them, positive or one -1."""
+  try:
+    shape = [int(s) for s in shape]
+  except (TypeError, ValueError):
+    raise ValueError(f"train.mesh={shape!r}: give three integer sizes (data, fsdp, tensor), "
+                     "e.g. (-1, 1, 1)") from None
   if len(shape) != 3:
     raise ValueError(f"train.mesh={tuple(shape)}: give three sizes (data, fsdp, tensor)")
   if shape.count(-1) > 1 or any(s == 0 or s < -1 for s in shape):
     raise ValueError(f"train.mesh={tuple(shape)}: sizes must be positive, with at most one -1")
+  return shape
+
+
+def resolve_mesh_shape(shape: Sequence[int], num_devices: int) -> tuple:
+  """Fills one -1 entry of (data, fsdp, tensor) so the product is `num_devices`."""
+  shape = check_mesh_shape(shape)
   known = int(np.prod([s for s in shape if s != -1]))
   if -1 in shape:
     if num_devices % known:

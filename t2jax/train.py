@@ -6,10 +6,11 @@ eval loss, orbax checkpoints with resume, metrics. CLI:
 """
 
 import dataclasses
+import functools
 import math
 import os
 import time
-from typing import Any, Optional
+from typing import Any
 
 import flax.struct
 import jax
@@ -17,10 +18,12 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
+from absl import app, flags
+from jax.sharding import Mesh
 
-from t2jax import checkpoint, data, flops, io, metrics, sharding, sizes
+from t2jax import checkpoint, cli, data, flops, io, metrics, sharding, sizes
 from t2jax.model import ModelConfig, Transformer, count_params, init_params, logical_specs
-from t2jax.tokenizer import load_tokenizer
+from t2jax.tokenizer import Tokenizer, load_tokenizer
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -89,23 +92,57 @@ class RunPlan:
   warmup_steps: int
 
 
-def plan_run(config: ml_collections.ConfigDict, vocab_size: int) -> RunPlan:
-  t = config.train
-  model_cfg = build_model_config(config, vocab_size)
-  n_params = count_params(model_cfg)["N"]
+def check_config(config: ml_collections.ConfigDict) -> None:
+  """Raises ValueError naming the first bad `train.*` or `model.*` setting; needs no devices."""
+  t, m = config.train, config.model
   if t.tokens < 0 or t.tokens_per_param <= 0:
     raise ValueError(f"train.tokens={t.tokens}, train.tokens_per_param={t.tokens_per_param}: "
                      "tokens must be >= 0 (0 = use tokens_per_param) and tokens_per_param > 0")
   if t.global_batch_size <= 0 or t.grad_accum <= 0 or t.global_batch_size % t.grad_accum:
     raise ValueError(f"train.global_batch_size={t.global_batch_size}, train.grad_accum="
                      f"{t.grad_accum}: both positive, and the batch divisible by grad_accum")
+  if not 0 <= t.warmup_frac < 1:
+    raise ValueError(f"train.warmup_frac={t.warmup_frac}: must be in [0, 1)")
+  if not t.lr > 0 or not 0 <= t.min_lr_ratio <= 1:
+    raise ValueError(f"train.lr={t.lr}, train.min_lr_ratio={t.min_lr_ratio}: need lr > 0 and "
+                     "min_lr_ratio in [0, 1]")
+  for name, low in (("checkpoint_every", 1), ("keep_checkpoints", 1), ("log_every", 1),
+                    ("eval_every", 0), ("eval_batches", 1)):
+    if t[name] < low:
+      raise ValueError(f"train.{name}={t[name]}: must be an integer >= {low}")
+  sharding.check_mesh_shape(t.mesh)
+  if m.dtype not in ("auto", "float32", "bfloat16"):
+    raise ValueError(f"model.dtype={m.dtype!r}: use 'auto' (float32 on CPU, bfloat16 on "
+                     "accelerators), 'float32' or 'bfloat16'")
+  if m.attention_impl not in ("", "cudnn"):
+    raise ValueError(f"model.attention_impl={m.attention_impl!r}: use '' (XLA) or 'cudnn'")
+
+
+def plan_run(config: ml_collections.ConfigDict, vocab_size: int) -> RunPlan:
+  t = config.train
+  check_config(config)
+  model_cfg = build_model_config(config, vocab_size)
+  n_params = count_params(model_cfg)["N"]
   target = t.tokens or t.tokens_per_param * n_params
   tokens_per_step = t.global_batch_size * config.data.seq_len
   steps = max(1, math.ceil(target / tokens_per_step))
-  if not 0 <= t.warmup_frac < 1:
-    raise ValueError(f"train.warmup_frac={t.warmup_frac}: must be in [0, 1)")
   return RunPlan(model_cfg, n_params, steps, steps * tokens_per_step,
                  max(1, int(t.warmup_frac * steps)))
+
+
+@dataclasses.dataclass(frozen=True)
+class RunLayout:
+  """Where a run's parameters live: its plan, mesh and the parameters' NamedShardings."""
+  plan: RunPlan
+  mesh: Mesh
+  param_shardings: Any
+
+
+def layout_run(config: ml_collections.ConfigDict, vocab_size: int) -> RunLayout:
+  """The plan, mesh and parameter shardings of a run; training and evaluation both start here."""
+  plan = plan_run(config, vocab_size)
+  mesh = sharding.make_mesh(config.train.mesh)
+  return RunLayout(plan, mesh, param_shardings(plan.model, mesh))
 
 
 def make_optimizer(t: ml_collections.ConfigDict, plan: RunPlan):
@@ -120,9 +157,20 @@ def make_optimizer(t: ml_collections.ConfigDict, plan: RunPlan):
   return tx, schedule
 
 
-def state_shardings(model_cfg: ModelConfig, tx, mesh):
+def param_shardings(model_cfg: ModelConfig, mesh: Mesh):
+  """NamedShardings of the parameter tree, from the model's logical axis names."""
+  return sharding.logical_to_sharding(logical_specs(model_cfg), mesh)
+
+
+def abstract_params(model_cfg: ModelConfig, shardings) -> Any:
+  """The parameters' shapes and dtypes with their shardings, computing nothing."""
+  return checkpoint.abstract_with_shardings(
+      jax.eval_shape(lambda: init_params(model_cfg, jax.random.key(0))), shardings)
+
+
+def state_shardings(model_cfg: ModelConfig, tx, mesh, param_sh=None):
   """NamedShardings of the whole TrainState: optimizer moments follow their parameters."""
-  param_sh = sharding.logical_to_sharding(logical_specs(model_cfg), mesh)
+  param_sh = param_shardings(model_cfg, mesh) if param_sh is None else param_sh
   abstract = jax.eval_shape(lambda: init_params(model_cfg, jax.random.key(0)))
   opt_abstract = jax.eval_shape(tx.init, abstract)
   opt_sh = optax.tree_map_params(tx, lambda _, s: s, opt_abstract, param_sh,
@@ -218,8 +266,8 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, label: str = "") -
     return io.read_json(done_path)
   t = config.train
   tokenizer = load_tokenizer(io.resolve_path(config.data.tokenizer))
-  plan = plan_run(config, tokenizer.padded_vocab_size)
-  mesh = sharding.make_mesh(t.mesh)
+  layout = layout_run(config, tokenizer.padded_vocab_size)
+  plan, mesh = layout.plan, layout.mesh
   local_batch = _check_batch(config, mesh)
   train_iter = data.make_train_iterator(
       config.data, tokenizer, global_batch_size=t.global_batch_size, seed=config.seed,
@@ -229,7 +277,7 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, label: str = "") -
                                         max_batches=t.eval_batches)
 
   tx, schedule = make_optimizer(t, plan)
-  shardings = state_shardings(plan.model, tx, mesh)
+  shardings = state_shardings(plan.model, tx, mesh, layout.param_shardings)
   ckpt = checkpoint.Checkpointer(os.path.join(workdir, "ckpt"), every=t.checkpoint_every,
                                  keep=t.keep_checkpoints)
   writer = metrics.MetricsWriter(workdir, tensorboard=t.tensorboard)
@@ -312,21 +360,18 @@ def train(config: ml_collections.ConfigDict, workdir: str, *, label: str = "") -
   return summary
 
 
-def load_params(config: ml_collections.ConfigDict, workdir: str):
-  """(model config, parameters, mesh) of the newest checkpoint of a finished or running run."""
-  tokenizer = load_tokenizer(io.resolve_path(config.data.tokenizer))
-  plan = plan_run(config, tokenizer.padded_vocab_size)
-  mesh = sharding.make_mesh(config.train.mesh)
-  tx, _ = make_optimizer(config.train, plan)
-  shardings = state_shardings(plan.model, tx, mesh)
-  abstract = checkpoint.abstract_with_shardings(
-      jax.eval_shape(lambda: create_state(plan.model, tx, shardings, config.seed)), shardings)
+def load_params(config: ml_collections.ConfigDict, workdir: str, tokenizer: Tokenizer):
+  """(model config, parameters, mesh) of the newest checkpoint of a finished or running run.
+
+  Reads the parameters only (no optimizer state), straight into their shardings on the run's mesh.
+  """
+  layout = layout_run(config, tokenizer.padded_vocab_size)
   ckpt = checkpoint.Checkpointer(os.path.join(workdir, "ckpt"), every=config.train.checkpoint_every)
-  restored = ckpt.restore_latest(abstract, data_iter=None)
+  restored = ckpt.restore_latest_params(abstract_params(layout.plan.model, layout.param_shardings))
   ckpt.close()
   if restored is None:
     raise FileNotFoundError(f"no checkpoint in {os.path.join(workdir, 'ckpt')}; train this run first")
-  return plan.model, restored[1].params, mesh
+  return layout.plan.model, restored[1], layout.mesh
 
 
 def _last_logged(path: str) -> dict:
@@ -334,21 +379,23 @@ def _last_logged(path: str) -> dict:
   return {"loss": rows[-1]["loss"]} if rows else {}
 
 
-def main(argv) -> None:
-  del argv
-  config = _CONFIG.value
-  metrics.quiet_library_logs()
-  sharding.maybe_initialize_distributed(**config.distributed)
-  summary = train(config, _WORKDIR.value or config.workdir)
+def define_flags() -> dict:
+  config = cli.config_file_flag(None, "Run config file (configs/ladder.py).")
+  flags.mark_flags_as_required(["config"])
+  return {"config": config,
+          "workdir": flags.DEFINE_string("workdir", None,
+                                         "Output directory (default: config.workdir).")}
+
+
+def main(argv, flags_: dict) -> None:
+  from t2jax import config_check  # pylint: disable=g-import-not-at-top  (it imports this module)
+  cli.no_extra_args(argv)
+  config = flags_["config"].value
+  config_check.check_run(config)
+  cli.start(config.distributed)
+  summary = train(config, flags_["workdir"].value or config.workdir)
   print(f"done: val_loss {summary['val_loss']:.4f} (N={summary['N']:,}, D={summary['D']:,})")
 
 
 if __name__ == "__main__":
-  from absl import app, flags
-  from ml_collections import config_flags
-
-  _CONFIG = config_flags.DEFINE_config_file("config", None, "Run config file (configs/ladder.py).",
-                                            lock_config=True)
-  _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory (default: config.workdir).")
-  flags.mark_flags_as_required(["config"])
-  app.run(main)
+  app.run(functools.partial(main, flags_=define_flags()))

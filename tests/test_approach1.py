@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from t2jax import passk
-from t2jax.laws import approach1, chinchilla, simulate, table
+from t2jax.laws import approach1, optim, simulate, table
 
 TRUTH = simulate.APPROACH1
 
@@ -59,8 +59,8 @@ def test_fit_recovers_truth_and_predictions():
                              + [q[n] for n in ("alpha", "beta", "gamma")])
   logx = np.log(np.stack([N_R, D_R, k_R], axis=1))
   with jax.enable_x64(True):
-    truth_objective = float(chinchilla._objective(jnp.asarray(theta(TRUTH)), jnp.asarray(logx),
-                                                  jnp.log(jnp.asarray(loss_R)), 1e-3))
+    truth_objective = float(optim.power_sum_objective(jnp.asarray(theta(TRUTH)), jnp.asarray(logx),
+                                                      jnp.log(jnp.asarray(loss_R)), 1e-3))
   assert fit.objective <= truth_objective * (1 + 1e-9)
   query = (np.array([3e7, 3e8]), np.array([1e10, 1e11]), np.array([1.0, 100.0]))
   np.testing.assert_allclose(approach1.neg_log_passk(p, *query),

@@ -139,4 +139,4 @@ def test_nuts_posterior_recovers_truth_and_round_trips(ladder_fit, tmp_path):
   for group in ("draws", "rhat", "ess"):
     for k, v in getattr(post, group).items():
       np.testing.assert_array_equal(getattr(loaded, group)[k], v)
-  assert loaded.converged() == post.converged()
+  assert loaded.convergence() == post.convergence()

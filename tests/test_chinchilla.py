@@ -1,11 +1,11 @@
-"""Chinchilla Approach 3: the batched L-BFGS, parameter recovery, the closed-form optimum."""
+"""Chinchilla Approach 3: the batched L-BFGS (`optim`), parameter recovery, the closed-form optimum."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from t2jax.laws import chinchilla, simulate
+from t2jax.laws import chinchilla, optim, simulate
 
 TRUTH = simulate.CHINCHILLA
 LADDER = simulate.ladder()  # 12 sizes × 20 ratios = 240 points; one shape, one compile
@@ -18,8 +18,8 @@ def _theta(p):
 def _objective(params, N, D, loss):
   logx = np.log(np.stack([N, D], axis=1))
   with jax.enable_x64(True):
-    return float(chinchilla._objective(jnp.asarray(_theta(params)), jnp.asarray(logx),
-                                       jnp.log(jnp.asarray(loss)), 1e-3))
+    return float(optim.power_sum_objective(jnp.asarray(_theta(params)), jnp.asarray(logx),
+                                           jnp.log(jnp.asarray(loss)), 1e-3))
 
 
 def test_import_leaves_x64_off():
@@ -31,7 +31,7 @@ def test_lbfgs_minimises_rosenbrock_batched():
   rosen = lambda x: (1 - x[0]) ** 2 + 100 * (x[1] - x[0] ** 2) ** 2
   with jax.enable_x64(True):
     starts = jnp.array([[-1.2, 1.0], [2.0, -1.0], [0.0, 0.0]])
-    x, f, _ = jax.jit(jax.vmap(lambda s: chinchilla.lbfgs(rosen, s, max_iter=500)))(starts)
+    x, f, _ = jax.jit(jax.vmap(lambda s: optim.lbfgs(rosen, s, max_iter=500)))(starts)
   np.testing.assert_allclose(np.asarray(x), 1.0, atol=1e-5)
   assert np.all(np.asarray(f) < 1e-10)
 

@@ -47,7 +47,7 @@ class FixedTask(Task):
 
 def _config(**overrides):
   cfg = evaluate.default_config()
-  cfg.update({"num_samples": 4, "bootstrap": 200, **overrides})
+  cfg.update({"num_samples": 4, **overrides})
   return cfg
 
 
@@ -82,7 +82,7 @@ def test_samples_do_not_depend_on_batching_or_question_count(setup, capsys):
   run = lambda **kw: evaluate.evaluate(model_cfg, params, tokenizer, [arithmetic],  # noqa: E731
                                        _config(keep_samples=4, **kw), model_id="m", N=1, D=1)
   rows = run(num_questions=3)
-  assert "arithmetic: 3/3 questions" in capsys.readouterr().out
+  assert "[eval m] arithmetic: questions 3/3  tokens " in capsys.readouterr().out
   assert len(rows) == 3 and all(0 <= r["c"] <= 4 and len(r["samples"]) == 4 for r in rows)
   assert len({s for r in rows for s in r["samples"]}) > 3  # sampled, not all alike
   fewer_one_by_one = run(num_questions=2, question_batch=1, k_chunk=2)

@@ -1,12 +1,16 @@
 """Fit and plan stages end to end on a small simulated ladder, input validation, refusal paths, CLI."""
 
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 from absl import flags
 
 from t2jax import fit, io
+from t2jax.fit import __main__ as cli_lib
+from t2jax.fit import fitting, planning
 from t2jax.laws import chinchilla, posterior, simulate
 
 TINY = dict(num_chains=2, num_warmup=20, num_samples=20, max_plan_draws=8, allow_unconverged=True,
@@ -40,8 +44,8 @@ def fitted_workdir(tmp_path_factory) -> str:
     workdir = str(tmp_path_factory.mktemp("ladder"))
     write_ladder(workdir)
     cfg = tiny_config()
-    _CACHE["fit"] = fit.run_fit(workdir, cfg)
-    _CACHE["plan"] = fit.run_plan(workdir, cfg)
+    _CACHE["fit"] = fitting.run_fit(workdir, cfg)
+    _CACHE["plan"] = planning.plan_dir(workdir, cfg)
     _CACHE["workdir"] = workdir
   return _CACHE["workdir"]
 
@@ -102,15 +106,23 @@ def test_plan_tables_intervals_and_baselines(workdir):
   assert chin[1]["N"]["median"] > chin[0]["N"]["median"]
 
 
+def test_settings_and_inputs_import_without_jax():
+  """Configs embed `fit.default_config()`; loading the settings and the table checks stays cheap."""
+  code = ("import sys, t2jax.fit, t2jax.fit.inputs; t2jax.fit.check_config(t2jax.fit.default_config()); "
+          "print(sorted(m for m in ('jax', 'numpyro', 'matplotlib') if m in sys.modules))")
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+  assert out.stdout.strip() == "[]"
+
+
 def test_bad_table_is_rejected_before_anything_is_written(tmp_path):
   rows = simulate.approach2_rows([1e7, 2e7], [2e8, 4e8], num_questions=3, n=4, seed=0)
   rows[4]["c"] = 9  # more correct than drawn
   io.write_jsonl(str(tmp_path / "results.jsonl"), rows)
   with pytest.raises(ValueError, match=r"`c` > `n` in data rows 5"):
-    fit.run_fit(str(tmp_path), tiny_config())
+    fitting.run_fit(str(tmp_path), tiny_config())
   assert sorted(os.listdir(tmp_path)) == ["results.jsonl"]
   with pytest.raises(ValueError, match="accuracy"):
-    fit.run_fit(str(tmp_path), tiny_config(accuracy="logits"))
+    fitting.run_fit(str(tmp_path), tiny_config(accuracy="logits"))
   with pytest.raises(ValueError, match="budgets"):
     fit.check_config(tiny_config(budgets=(1e20, -1.0)))
   with pytest.raises(ValueError, match="floors"):
@@ -138,12 +150,12 @@ def test_unconverged_chains_are_refused(workdir, tmp_path, monkeypatch):
   cfg = tiny_config(laws="chinchilla", allow_unconverged=False)
   out = str(tmp_path / "out")
   rungs = os.path.join(workdir, "rungs.jsonl")
-  with pytest.raises(fit.UnconvergedError, match="did not converge.*r-hat of"):
-    fit.fit_tables(rungs, None, out, cfg)
+  with pytest.raises(fitting.UnconvergedError, match="did not converge.*r-hat of"):
+    fitting.fit_tables(rungs, None, out, cfg)
   assert sorted(os.listdir(os.path.join(out, "fit"))) == ["diagnostics.json"]
   assert not io.read_json(os.path.join(out, "fit", "diagnostics.json"))["chinchilla"]["converged"]
   cfg.allow_unconverged = True
-  summary = fit.fit_tables(rungs, None, out, cfg)
+  summary = fitting.fit_tables(rungs, None, out, cfg)
   assert summary["converged"] is False and summary["laws"] == ["chinchilla"]
 
 
@@ -159,13 +171,13 @@ def test_unconverged_law_is_refitted_with_longer_chains(workdir, tmp_path, monke
 
   monkeypatch.setattr(chinchilla, "sample_posterior", sample)
   cfg = tiny_config(laws="chinchilla", allow_unconverged=False, retries=1)
-  summary = fit.fit_tables(os.path.join(workdir, "rungs.jsonl"), None, str(tmp_path / "out"), cfg)
+  summary = fitting.fit_tables(os.path.join(workdir, "rungs.jsonl"), None, str(tmp_path / "out"), cfg)
   assert calls == [(20, 20), (40, 40)]
   assert summary["converged"] and summary["diagnostics"]["chinchilla"]["num_draws"] == 2 * 40
   cfg.retries = 0
   calls.clear()
-  with pytest.raises(fit.UnconvergedError):
-    fit.fit_tables(os.path.join(workdir, "rungs.jsonl"), None, str(tmp_path / "out2"), cfg)
+  with pytest.raises(fitting.UnconvergedError):
+    fitting.fit_tables(os.path.join(workdir, "rungs.jsonl"), None, str(tmp_path / "out2"), cfg)
   assert calls == [(20, 20)]
 
 
@@ -181,9 +193,9 @@ def test_cli_fits_a_user_loss_table(workdir, tmp_path, monkeypatch):
   argv = ["fit", f"--results={csv}", f"--out={tmp_path / 'out'}", "--budget=1e19,1e21",
           "--config.num_samples=200"]
   fv = flags.FlagValues()
-  cli = fit.define_flags(fv, argv)
+  cli = cli_lib.define_flags(fv, argv)
   fv(argv)
-  fit.main(argv[:1], cli)
+  cli_lib.main(argv[:1], cli)
   summary = io.read_json(str(tmp_path / "out" / "fit" / "summary.json"))
   assert summary["laws"] == ["chinchilla"] and set(summary["skipped"]) == {"approach1", "approach2"}
   assert summary["converged"] and summary["diagnostics"]["chinchilla"]["num_draws"] == 400

@@ -24,7 +24,7 @@ def test_param_count_matches_closed_form(tie):
   assert actual == counts["total"]
   d, v, f, hk = cfg.d_model, cfg.vocab_size, cfg.d_ff, cfg.n_heads * cfg.head_dim
   body = cfg.n_layers * (2 * d + 4 * d * hk + 3 * d * f) + d
-  assert counts["body"] == body
+  assert counts["body"] == counts["non_embedding"] == body
   assert counts["N"] == body + v * d
   assert counts["total"] == body + v * d * (1 if tie else 2)
 
@@ -57,24 +57,39 @@ def test_causal_forward_ignores_future_tokens():
   assert not np.allclose(a[:, 10:], b[:, 10:])
 
 
-def test_cached_decode_matches_full_forward_with_left_padding():
+def test_prefill_and_cached_decode_match_full_forward():
+  """Two left-padded prompts, each continued by two rows sharing its prompt cache; the decode
+  feeds two tokens in its first call, then one at a time."""
   params = _init(TINY)
   model = Transformer(TINY)
+  prefill = jax.jit(lambda *a: model.apply({"params": params}, *a, method="prefill"))
   decode = jax.jit(lambda *a: model.apply({"params": params}, *a, method="decode"))
-  tokens = jax.random.randint(jax.random.key(2), (1, 12), 0, TINY.vocab_size)
-  full = jax.jit(model.apply)({"params": params}, tokens)
-  pad = 3  # the same sequence, left-padded, prefilled in one call then decoded token by token
-  padded = jnp.concatenate([jnp.zeros((1, pad), jnp.int32), tokens], axis=1)
-  positions = jnp.maximum(jnp.arange(padded.shape[1]) - pad, 0)[None]
-  kv_mask = (jnp.arange(padded.shape[1]) >= pad)[None]
-  cache = init_cache(TINY, 1, padded.shape[1])
-  prefix = pad + 7
-  logits, cache = decode(padded[:, :prefix], positions[:, :prefix], cache, 0, kv_mask)
-  steps = [logits[:, pad:]]
-  for i in range(prefix, padded.shape[1]):
-    logits, cache = decode(padded[:, i:i + 1], positions[:, i:i + 1], cache, i, kv_mask)
-    steps.append(logits)
-  np.testing.assert_allclose(jnp.concatenate(steps, axis=1), full, atol=2e-5)
+  full = jax.jit(model.apply)
+  keys = jax.random.split(jax.random.key(2), 3)
+  prompts = [jax.random.randint(keys[0], (7,), 0, TINY.vocab_size),
+             jax.random.randint(keys[1], (4,), 0, TINY.vocab_size)]
+  gen_QJxG = jax.random.randint(keys[2], (4, 5), 0, TINY.vocab_size)  # row q·2 + j continues q
+  p = 7
+  tokens_QxP = jnp.stack([jnp.pad(x, (p - len(x), 0)) for x in prompts])
+  pad_Qx1 = jnp.array([[p - len(x)] for x in prompts])
+  positions_QxP = jnp.maximum(jnp.arange(p)[None] - pad_Qx1, 0)
+  kv_mask_QxP = jnp.arange(p)[None] >= pad_Qx1
+  logits_QxPxV, prompt = prefill(tokens_QxP, positions_QxP, kv_mask_QxP)
+  for q, x in enumerate(prompts):
+    np.testing.assert_allclose(logits_QxPxV[q, p - len(x):], full({"params": params}, x[None])[0],
+                               atol=2e-5)
+  cache = init_cache(TINY, 4, 5)
+  lens_B = jnp.repeat(jnp.array([len(x) for x in prompts]), 2)
+  steps, length = [], 0
+  for t in (2, 1, 1, 1):
+    logits_BxTxV, cache = decode(gen_QJxG[:, length:length + t], lens_B[:, None] + length
+                                 + jnp.arange(t), prompt, kv_mask_QxP, cache, length)
+    steps.append(logits_BxTxV)
+    length += t
+  got_BxGxV = jnp.concatenate(steps, axis=1)
+  for b in range(4):
+    seq = jnp.concatenate([prompts[b // 2], gen_QJxG[b]])[None]
+    np.testing.assert_allclose(got_BxGxV[b], full({"params": params}, seq)[0, -5:], atol=2e-5)
 
 
 @pytest.mark.parametrize("field,value,match", [

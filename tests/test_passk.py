@@ -46,6 +46,16 @@ def test_unbiased_passk_stable_for_large_n():
   np.testing.assert_allclose(passk.unbiased_passk(10_000, 1, 5_000), 0.5, rtol=1e-12)
 
 
+def test_observed_passk_mixes_samples_and_gold_nll():
+  n_Q, c_Q = np.array([8, 8, 0, 0]), np.array([2, 0, 0, 0])
+  nll_Q = np.array([np.inf, np.inf, 0.5, 2.0])
+  p_Q = np.exp(-nll_Q[2:])
+  want = np.mean(np.concatenate([passk.unbiased_passk(n_Q[:2], c_Q[:2], 4), 1 - (1 - p_Q) ** 4]))
+  np.testing.assert_allclose(passk.observed_passk(n_Q, c_Q, nll_Q, 4), want, rtol=1e-12)
+  # Sampled questions with fewer samples than k have no estimate.
+  assert np.isnan(passk.observed_passk(n_Q, c_Q, nll_Q, 16))
+
+
 @pytest.mark.parametrize("n, c, k, field", [
     (5, 2, 6, "k > n"), (5, 6, 1, "0 <= c <= n"), (5, -1, 1, "0 <= c <= n"), (5, 2, 0, "k must"),
     (5.5, 2, 1, "n must hold integers")])

@@ -5,13 +5,13 @@ import os
 import pytest
 
 from t2jax import io, report
-from test_fit import fitted_workdir, tiny_config
+from test_fit import fitted_workdir
 
 
 @pytest.fixture(scope="module")
 def written(tmp_path_factory):
   workdir = fitted_workdir(tmp_path_factory)
-  return workdir, report.write_report(workdir, tiny_config())
+  return workdir, report.write_report(workdir)
 
 
 def test_figures_written_as_png_and_svg(written):

@@ -56,8 +56,11 @@ MC = base.Question(
     prompt="Question: Predators eat\nA. lions\nB. humans\nC. bunnies\nD. grass\nAnswer:")
 
 
+LETTERS = {"format": "letters"}
+
+
 def test_multiple_choice_verifier():
-  task = tasks.get_task("openbookqa")
+  task = tasks.get_task("openbookqa", LETTERS)
   _check(task, MC,
          right=[" C", "C", "c", " (C)", "(c)", "C.", " C)", "[C]", "C:", " C. bunnies",
                 "(C) bunnies", "c) bunnies", "C bunnies", " bunnies", "Bunnies.",
@@ -70,10 +73,48 @@ def test_multiple_choice_texts_that_look_like_letters():
   choices = ("a marsh", "a tundra", "the plains", "a desert")
   marsh = base.Question(id="m", prompt="...", answer=" A", choices=choices)
   tundra = base.Question(id="t", prompt="...", answer=" B", choices=choices)
-  task = tasks.get_task("openbookqa")
+  task = tasks.get_task("openbookqa", LETTERS)
   _check(task, marsh, right=[" A", "a", "a marsh", "A marsh.", "a marsh is wet", "A. a tundra"],
          wrong=[" a tundra", "a tundra is cold", "B", "a desert"])
   _check(task, tundra, right=[" B", "a tundra", "A tundra, since"], wrong=[" a", "A", "a marsh"])
+
+
+def test_cloze_verifier():
+  task = tasks.get_task("sciq")
+  q = base.Question(id="x", prompt="Question: What powers the cell?\nAnswer:",
+                    answer=" the mitochondria")
+  _check(task, q,
+         right=[" mitochondria", "The Mitochondria.", "  mitochondria  ", "a mitochondria!",
+                "mitochondria, which make ATP", "mitochondria\nQuestion: next", "\n mitochondria",
+                "“mitochondria”", "the  mitochondria ;"],
+         wrong=[" A", " B", "", "  ", "mitochondrion", "mitochondria and ribosomes", "the nucleus",
+                "It is the mitochondria", "mitochondria because", "next\nmitochondria"])
+  number = base.Question(id="n", prompt="...", answer=" -3.5 degrees")
+  _check(task, number, right=["-3.5 degrees.", " -3.5 Degrees"],
+         wrong=["3.5 degrees", "-35 degrees", "-3 degrees", "-3.5"])
+  letter = base.Question(id="l", prompt="...", answer=" A")  # an answer that is only an article
+  _check(task, letter, right=[" A", "a."], wrong=[" B", "an", ""])
+  phrase = base.Question(id="p", prompt="...", answer=" plants sprouting, blooming and wilting")
+  _check(task, phrase, right=["Plants sprouting, blooming, and wilting.",
+                              "plants sprouting blooming and wilting"],
+         wrong=["plants sprouting", "plants sprouting, because"])
+
+
+def test_normalize_answer():
+  assert verifiers.normalize_answer("  The Well-known H2O, a 3.5% ") == "well known h2o 3.5"
+  assert verifiers.normalize_answer("an") == "an" and verifiers.normalize_answer("...") == ""
+  assert verifiers.normalize_answer("-3") != verifiers.normalize_answer("3")
+
+
+def test_lambada_verifier():
+  task = tasks.get_task("lambada")
+  q = base.Question(id="x", prompt="... I don't care about", answer=" signs")
+  _check(task, q, right=[" signs", "signs.", " signs, she said", "“signs”", "signs\nmore"],
+         wrong=[" Signs", " sign", "signs's", " the signs", "", "sig ns"])
+  quoted = base.Question(id="y", prompt='... he whispered, "', answer="Nadia")
+  _check(task, quoted, right=["Nadia", 'Nadia," he', " Nadia!"], wrong=["Nadia's", "nadia"])
+  assert verifiers.first_word(" “Holt,” he") == "Holt" and verifiers.first_word("") == ""
+  assert verifiers.strip_punctuation("—don't!") == "don't"
 
 
 def test_choice_indices_rules():

@@ -5,14 +5,15 @@ import subprocess
 import sys
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 
 import helpers
-from t2jax import sharding, train
+from t2jax import checkpoint, io, sharding, train
 from t2jax.model import ModelConfig
+from t2jax.tokenizer import load_tokenizer
 
 REPO = helpers.REPO
 # Every sharded dimension is divisible by 8 so any single mesh axis can take all 8 fake devices.
@@ -141,7 +142,8 @@ def test_sigkill_and_resume_reproduces_uninterrupted_run(tiny_corpus, tmp_path):
   assert [s for s, _ in curve(straight)] == list(range(3, 25, 3))
   a, b = (json.load(open(d / "train_done.json")) for d in (straight, resumed))
   assert a["val_loss"] == b["val_loss"] and a["train_loss"] == b["train_loss"]
-  params = [train.load_params(config, str(d))[1] for d in (straight, resumed)]
+  tokenizer = load_tokenizer(io.resolve_path(config.data.tokenizer))
+  params = [train.load_params(config, str(d), tokenizer)[1] for d in (straight, resumed)]
   jax.tree.map(np.testing.assert_array_equal, *params)
 
 
@@ -165,6 +167,40 @@ def test_training_lowers_loss_and_resumes_past_a_damaged_checkpoint(tiny_corpus,
   out = capsys.readouterr().out
   assert "damaged" in out and "resumed from checkpoint at step 18" in out
   assert again["val_loss"] == pytest.approx(summary["val_loss"], rel=1e-6)
+
+
+def test_load_params_restores_the_trained_parameters_and_reads_nothing_else(tiny_corpus, tmp_path,
+                                                                             monkeypatch):
+  config = _run_config(tiny_corpus, tmp_path)
+  config.train.tokens = 16 * 128 * 6  # 6 steps, the last one checkpointed
+  workdir = str(tmp_path / "run")
+  train.train(config, workdir)
+  tokenizer = load_tokenizer(io.resolve_path(config.data.tokenizer))
+  layout = train.layout_run(config, tokenizer.padded_vocab_size)
+  tx, _ = train.make_optimizer(config.train, layout.plan)
+  shardings = train.state_shardings(layout.plan.model, tx, layout.mesh, layout.param_shardings)
+  abstract = checkpoint.abstract_with_shardings(
+      jax.eval_shape(lambda: train.create_state(layout.plan.model, tx, shardings, 0)), shardings)
+  ckpt = checkpoint.Checkpointer(os.path.join(workdir, "ckpt"), every=6)
+  step, trained = ckpt.restore_latest(abstract)
+  ckpt.close()
+  assert step == 6
+
+  read = []
+  deserialize = ocp.type_handlers.ArrayHandler.deserialize
+
+  async def spy(self, infos, args=None):
+    read.extend(info.name for info in infos)
+    return await deserialize(self, infos, args)
+
+  monkeypatch.setattr(ocp.type_handlers.ArrayHandler, "deserialize", spy)
+  monkeypatch.setattr(train, "make_optimizer", lambda *a: pytest.fail("optimizer rebuilt"))
+  monkeypatch.setattr(train, "load_tokenizer", lambda *a: pytest.fail("tokenizer reloaded"))
+  model_cfg, params, mesh = train.load_params(config, workdir, tokenizer)
+  assert model_cfg == layout.plan.model and dict(mesh.shape) == dict(layout.mesh.shape)
+  jax.tree.map(np.testing.assert_array_equal, params, trained.params)
+  assert jax.tree.map(lambda p: p.sharding, params) == layout.param_shardings
+  assert len(read) == len(jax.tree.leaves(params)) and all(n.startswith("params.") for n in read)
 
 
 def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tiny_corpus, tmp_path):

@@ -1,8 +1,8 @@
 """Approach 1 (loss-based T2): L̂(N, D, k) = E + A/N^α + B/D^β + G/k^γ.
 
 Fitted, per task, to the average over questions of −log pass@k_i on a grid of k. The fit is the
-Chinchilla machinery (`chinchilla.fit_power_sum`, Huber on log-loss, batched L-BFGS from a grid)
-with k as a third feature; the posterior is NumPyro NUTS on the same power sum (log L̂ observed
+Chinchilla machinery (`optim.fit_power_sum`, Huber on log-loss, batched L-BFGS from a grid) with
+k as a third feature; the posterior is NumPyro NUTS on the same power sum (log L̂ observed
 with Normal noise), warm-started at the point fit.
 
 Per-question pass@k_i (`question_neg_log_passk`):
@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from scipy import special
 
-from t2jax.laws import chinchilla
+from t2jax.laws import optim
 from t2jax.laws import posterior as posterior_lib
 from t2jax.laws import table as table_lib
 
@@ -46,14 +46,6 @@ class Approach1Table:
   D: np.ndarray
   k: np.ndarray
   loss: np.ndarray  # mean over the task's questions of −log pass@k_i
-
-
-@dataclasses.dataclass(frozen=True)
-class Approach1Fit:
-  params: dict  # floats E, A, B, G, alpha, beta, gamma
-  objective: float
-  num_starts: int
-  num_near_best: int
 
 
 def default_k_grid(n_max: int) -> np.ndarray:
@@ -109,22 +101,22 @@ def _logx(N, D, k):
 
 
 def fit(N, D, k, loss, *, delta: float = 1e-3, grid: Optional[dict] = None,
-        max_iter: int = 100) -> Approach1Fit:
+        max_iter: int = 100) -> optim.LawFit:
   """Huber/L-BFGS fit of L̂(N, D, k) from every start of `grid` (default `GRID`)."""
-  chinchilla._check_xy("approach1.fit", N=N, D=D, k=k, loss=loss)
-  starts = chinchilla.grid_starts(grid or GRID, _THETA_NAMES)
-  res = chinchilla.fit_power_sum(_logx(N, D, k), loss, starts, delta=delta, max_iter=max_iter)
+  optim.check_positive_1d("approach1.fit", N=N, D=D, k=k, loss=loss)
+  starts = optim.grid_starts(grid or GRID, _THETA_NAMES)
+  res = optim.fit_power_sum(_logx(N, D, k), loss, starts, delta=delta, max_iter=max_iter)
   e, log_A, log_B, log_G, alpha, beta, gamma = res.theta
   params = dict(E=np.exp(e), A=np.exp(log_A), B=np.exp(log_B), G=np.exp(log_G), alpha=alpha,
                 beta=beta, gamma=gamma)
-  return Approach1Fit({k_: float(v) for k_, v in params.items()}, res.objective, res.num_starts,
+  return optim.LawFit({k_: float(v) for k_, v in params.items()}, res.objective, res.num_starts,
                       res.num_near_best)
 
 
 def neg_log_passk(params: dict, N, D, k):
   """L̂(N, D, k); shape params-shape + broadcast(N, D, k)-shape."""
-  (N, D, k), q = chinchilla._query(N, D, k)
-  p = chinchilla.expand_params(params, q)
+  (N, D, k), q = optim.broadcast_query(N, D, k)
+  p = optim.expand_params(params, q)
   return (p["E"] + p["A"] * N ** -p["alpha"] + p["B"] * D ** -p["beta"]
           + p["G"] * k ** -p["gamma"])
 
@@ -134,11 +126,17 @@ def passk(params: dict, N, D, k):
   return jnp.exp(-neg_log_passk(params, N, D, k))
 
 
+def task_mean_passk(params: dict, N, D, k):
+  """Mean over tasks of exp(−L̂_t(N, D, k)) for params with a leading task axis (T,): the
+  planner's objective (one draw of every task's params at a time)."""
+  return jnp.mean(passk(params, N, D, k), axis=0)
+
+
 def sample_posterior(N, D, k, loss, *, num_chains: int = 2, num_warmup: int = 500,
                      num_samples: int = 500, seed: int = 0,
-                     point: Optional[Approach1Fit] = None) -> posterior_lib.Posterior:
+                     point: Optional[optim.LawFit] = None) -> posterior_lib.Posterior:
   """NUTS posterior of E, A, B, G, alpha, beta, gamma (+ sigma, the log-loss noise)."""
-  chinchilla._check_xy("approach1.sample_posterior", N=N, D=D, k=k, loss=loss)
+  optim.check_positive_1d("approach1.sample_posterior", N=N, D=D, k=k, loss=loss)
   point = point or fit(N, D, k, loss)
   p = point.params
   theta = np.array([np.log(p["E"]), np.log(p["A"]), np.log(p["B"]), np.log(p["G"]), p["alpha"],
@@ -149,6 +147,6 @@ def sample_posterior(N, D, k, loss, *, num_chains: int = 2, num_warmup: int = 50
                 G=jnp.exp(logc[..., 2]), alpha=s[..., 0], beta=s[..., 1], gamma=s[..., 2],
                 sigma=sigma)
 
-  return chinchilla.sample_power_sum(_logx(N, D, k), loss, theta, derive, num_chains=num_chains,
-                                     num_warmup=num_warmup, num_samples=num_samples, seed=seed,
-                                     meta={"law": "approach1"})
+  return optim.sample_power_sum(_logx(N, D, k), loss, theta, derive, num_chains=num_chains,
+                                num_warmup=num_warmup, num_samples=num_samples, seed=seed,
+                                meta={"law": "approach1"})

@@ -36,7 +36,7 @@ from jax.scipy.special import gammaln
 from scipy import special
 
 from t2jax import passk as passk_lib
-from t2jax.laws import chinchilla
+from t2jax.laws import chinchilla, optim
 from t2jax.laws import posterior as posterior_lib
 from t2jax.laws import table as table_lib
 
@@ -174,7 +174,7 @@ def prepare(results: table_lib.ResultsTable, *, floors: Optional[dict] = None,
 
 def sample_sites(data: Approach2Data) -> dict:
   """The priors (weakly informative, scaled to each task's observed loss); all (T,). E and the
-  exponents are bounded as in `chinchilla.power_sum_model`:
+  exponents are bounded as in `optim.power_sum_model`:
   E = (lowest task loss)·sigmoid(logit_E), α, β = 2·sigmoid(logit_·) in (0, 2)."""
   T = len(data.tasks)
   log_median_T = jnp.array([np.median(np.log(data.nll_G[data.task_G == t])) for t in range(T)])
@@ -183,8 +183,8 @@ def sample_sites(data: Approach2Data) -> dict:
       "logit_E": numpyro.sample("logit_E", normal(0.0, 1.5)),
       "amp_N": numpyro.sample("amp_N", normal(log_median_T - 1.0, 2.0)),
       "amp_D": numpyro.sample("amp_D", normal(log_median_T - 1.0, 2.0)),
-      "logit_alpha": numpyro.sample("logit_alpha", normal(chinchilla.LOGIT_S0, 1.0)),
-      "logit_beta": numpyro.sample("logit_beta", normal(chinchilla.LOGIT_S0, 1.0)),
+      "logit_alpha": numpyro.sample("logit_alpha", normal(optim.LOGIT_S0, 1.0)),
+      "logit_beta": numpyro.sample("logit_beta", normal(optim.LOGIT_S0, 1.0)),
       "log_sigma": numpyro.sample("log_sigma", normal(jnp.log(0.02), 1.0)),
       "eta1": numpyro.sample("eta1", normal(0.0, 3.0)),
       "log_eta2": numpyro.sample("log_eta2", normal(0.0, 1.5)),
@@ -275,11 +275,11 @@ def from_params(params: dict, data: Approach2Data) -> dict:
       raise ValueError(f"approach2: params `{name}` {p[name]} differ from the data's {given}; "
                        "fit and prepare with the same floors and ceilings")
   return dict(
-      logit_E=chinchilla.logit(p["E"] / data.loss_min_T),
+      logit_E=optim.logit(p["E"] / data.loss_min_T),
       amp_N=np.log(p["A"]) - p["alpha"] * data.center_logN,
       amp_D=np.log(p["B"]) - p["beta"] * data.center_logD,
-      logit_alpha=chinchilla.logit(p["alpha"] / 2),
-      logit_beta=chinchilla.logit(p["beta"] / 2), log_sigma=np.log(p["sigma"]),
+      logit_alpha=optim.logit(p["alpha"] / 2),
+      logit_beta=optim.logit(p["beta"] / 2), log_sigma=np.log(p["sigma"]),
       eta1=p["theta1"] - p["theta2"] * data.loss_center_T,
       log_eta2=np.log(p["theta2"] * data.loss_scale_T),
       eta3=p["theta3"] + p["theta4"] * data.loss_center_T, eta4=p["theta4"] * data.loss_scale_T)
@@ -289,7 +289,7 @@ def beta_params(params: dict, N, D):
   """(a, b) of the per-question accuracy law; shape params-shape + broadcast(N, D)-shape."""
   N, D = jnp.broadcast_arrays(jnp.asarray(N), jnp.asarray(D))
   loss = chinchilla.loss(params, N, D)
-  p = chinchilla.expand_params(params, N.ndim)
+  p = optim.expand_params(params, N.ndim)
   mu = p["floor"] + (p["ceil"] - p["floor"]) * jax.nn.sigmoid(p["theta1"] - p["theta2"] * loss)
   nu = jnp.exp(p["theta3"] + p["theta4"] * loss)
   return mu * nu, (1 - mu) * nu
@@ -337,18 +337,18 @@ def _initial_sites(data: Approach2Data, grid: Optional[dict]) -> dict:
       amp_N = amp_D = np.log((np.median(nll) - e) / 2)
       spread = np.log(nll).std()
     init["logit_E"][t], init["amp_N"][t], init["amp_D"][t] = (
-        chinchilla.logit(e / data.loss_min_T[t]), amp_N, amp_D)
-    init["logit_alpha"][t] = chinchilla.logit(alpha / 2)
-    init["logit_beta"][t] = chinchilla.logit(beta / 2)
+        optim.logit(e / data.loss_min_T[t]), amp_N, amp_D)
+    init["logit_alpha"][t] = optim.logit(alpha / 2)
+    init["logit_beta"][t] = optim.logit(beta / 2)
     init["log_sigma"][t] = np.log(max(spread, 1e-3))
   init["eta3"][:] = 1.0
   return init
 
 
 def map_sites(data: Approach2Data, *, grid: Optional[dict] = None, max_iter: int = 2000) -> dict:
-  """Maximum a posteriori sites (`chinchilla.map_sites`) from per-task Chinchilla fits of the loss
+  """Maximum a posteriori sites (`optim.map_sites`) from per-task Chinchilla fits of the loss
   and a flat link."""
-  return chinchilla.map_sites(model, _initial_sites(data, grid), max_iter=max_iter, data=data)
+  return optim.map_sites(model, _initial_sites(data, grid), max_iter=max_iter, data=data)
 
 
 def fit_mle(data: Approach2Data, *, grid: Optional[dict] = None) -> dict:

@@ -1,31 +1,17 @@
 """Chinchilla loss law L(N, D) = E + A/N^α + B/D^β: point fit, optimum and posterior.
 
-The point fit is Hoffmann et al.'s Approach 3: Huber(δ) on log L − LSE(log A − α log N,
-log B − β log D, e), L-BFGS from a grid of starts, best kept. Here all starts run at once in one
-jitted, vmapped float32 L-BFGS (`lbfgs`); the best few are then polished by the same batched
-L-BFGS in float64. (SciPy's L-BFGS-B is avoided in the hot path: its BLAS threads contend with
-JAX's on small CPU machines and made each polish ~20x slower.) The same machinery fits any *power sum* L = e^e + Σ_f exp(log C_f − s_f log x_f)
-(`fit_power_sum`), which Approach 1 reuses with a third feature k.
-
-Parameter dicts map names to floats or arrays; arrays carry leading axes (e.g. posterior draws
-S, or tasks T) and broadcast against the query: `loss(params, N, D)` has shape
-params-shape + broadcast(N, D)-shape (`expand_params`).
+The point fit is Hoffmann et al.'s Approach 3 (`optim.fit_power_sum` with the features N, D) from
+their grid of starts; the posterior is NumPyro NUTS on the same power sum (`optim.sample_power_sum`).
+Parameter dicts broadcast against the query as described in `optim`: `loss(params, N, D)` has
+shape params-shape + broadcast(N, D)-shape.
 """
 
-import dataclasses
-import functools
-import itertools
-from typing import Callable, Optional
+from typing import Optional
 
-import jax
 import jax.numpy as jnp
 import numpy as np
-import numpyro
-import numpyro.distributions as dist
-from jax import lax
-from jax.flatten_util import ravel_pytree
-from numpyro.infer import util as infer_util
 
+from t2jax.laws import optim
 from t2jax.laws import posterior as posterior_lib
 
 HOFFMANN_GRID = {
@@ -38,282 +24,30 @@ HOFFMANN_GRID = {
 NAMES = ("E", "A", "B", "alpha", "beta")
 
 
-# ----------------------------------------------------------------------------- batched L-BFGS
-
-def _two_loop(g_P, S_MxP, Y_MxP, rho_M, k):
-  """L-BFGS direction −H·g from a ring buffer of the last M (s, y) pairs; k pairs stored so far.
-
-  Unfilled slots have rho = 0 and drop out of both loops.
-  """
-  m = rho_M.shape[0]
-
-  def newest_first(i, carry):
-    q, a_M = carry
-    j = (k - 1 - i) % m
-    a = rho_M[j] * jnp.dot(S_MxP[j], q)
-    return q - a * Y_MxP[j], a_M.at[j].set(a)
-
-  q, a_M = lax.fori_loop(0, m, newest_first, (g_P, jnp.zeros_like(rho_M)))
-  last = (k - 1) % m
-  yy = jnp.dot(Y_MxP[last], Y_MxP[last])
-  gamma = jnp.where(k > 0, jnp.dot(S_MxP[last], Y_MxP[last]) / jnp.where(yy > 0, yy, 1.0),
-                    1.0 / jnp.maximum(jnp.linalg.norm(g_P), 1.0))
-
-  def oldest_first(i, r):
-    j = (k - m + i) % m
-    return r + S_MxP[j] * (a_M[j] - rho_M[j] * jnp.dot(Y_MxP[j], r))
-
-  return -lax.fori_loop(0, m, oldest_first, gamma * q)
-
-
-def lbfgs(fun: Callable, x0_P, *, max_iter: int, memory: int = 10, c1: float = 1e-4):
-  """Minimises `fun` from `x0_P`; returns (x_P, f, iterations). Jittable and vmappable.
-
-  Every iteration costs exactly one value-and-gradient evaluation, so a vmapped batch of starts
-  never waits on another start's line search: a step that fails the Armijo test is not taken
-  and the next iteration retries with half the step; an accepted step resets it to 1. Stops at
-  `max_iter`, or when the step falls below 1e-10 (no further progress at this precision).
-  """
-  value_and_grad = jax.value_and_grad(fun)
-  dtype = x0_P.dtype
-  f0, g0 = value_and_grad(x0_P)
-
-  def body(st):
-    x, f, g, t, k = st["x"], st["f"], st["g"], st["t"], st["k"]
-    d = _two_loop(g, st["S"], st["Y"], st["rho"], k)
-    gd = jnp.dot(g, d)
-    descent = gd < 0
-    d, gd = jnp.where(descent, d, -g), jnp.where(descent, gd, -jnp.dot(g, g))
-    f_new, g_new = value_and_grad(x + t * d)
-    ok = f_new <= f + c1 * t * gd  # False for NaN
-    s, y = t * d, g_new - g
-    sy = jnp.dot(s, y)
-    store = ok & (sy > 1e-10 * jnp.dot(y, y))
-    j = k % memory
-    t_next = jnp.where(ok, 1.0, 0.5 * t).astype(dtype)
-    return dict(
-        x=jnp.where(ok, x + s, x), f=jnp.where(ok, f_new, f), g=jnp.where(ok, g_new, g),
-        S=jnp.where(store, st["S"].at[j].set(s), st["S"]),
-        Y=jnp.where(store, st["Y"].at[j].set(y), st["Y"]),
-        rho=jnp.where(store, st["rho"].at[j].set(1.0 / jnp.where(store, sy, 1.0)), st["rho"]),
-        k=k + store.astype(k.dtype), t=t_next, it=st["it"] + 1)
-
-  def cond(st):
-    return (st["it"] < max_iter) & (st["t"] >= 1e-10)
-
-  P = x0_P.shape[0]
-  st = dict(x=x0_P, f=f0, g=g0, S=jnp.zeros((memory, P), dtype), Y=jnp.zeros((memory, P), dtype),
-            rho=jnp.zeros((memory,), dtype), k=jnp.array(0), t=jnp.array(1.0, dtype),
-            it=jnp.array(0))
-  st = lax.while_loop(cond, body, st)
-  return st["x"], st["f"], st["it"]
-
-
-# ------------------------------------------------------------------------ power-sum law fits
-
-def power_sum_log(theta_P, logx_RxF):
-  """log(e^e + Σ_f exp(logc_f − s_f·logx_f)) with theta = [e, logc_1..F, s_1..F]."""
-  F = logx_RxF.shape[-1]
-  total = jnp.exp(theta_P[0])
-  for f in range(F):  # unrolled: XLA fuses it into one pass over the rows
-    total = total + jnp.exp(theta_P[1 + f] - theta_P[1 + F + f] * logx_RxF[..., f])
-  return jnp.log(total)
-
-
-def huber(r, delta):
-  a = jnp.abs(r)
-  return jnp.where(a <= delta, 0.5 * r * r, delta * (a - 0.5 * delta))
-
-
-def _objective(theta_P, logx_RxF, logy_R, delta):
-  return jnp.mean(huber(logy_R - power_sum_log(theta_P, logx_RxF), delta))
-
-
-@functools.lru_cache(maxsize=None)
-def _batched_lbfgs(max_iter: int):
-  """Jitted L-BFGS of every start at once (one compile per max_iter, dtype and data shape)."""
-  def run(starts_SxP, logx_RxF, logy_R, delta):
-    one = lambda th: lbfgs(lambda x: _objective(x, logx_RxF, logy_R, delta), th, max_iter=max_iter)
-    return jax.vmap(one)(starts_SxP)
-  return jax.jit(run)
-
-
-def grid_starts(grid: dict, names: tuple) -> np.ndarray:
-  """Cartesian product of `grid[name]` values, columns in `names` order: (S, P)."""
-  missing = [n for n in names if n not in grid]
-  if missing:
-    raise ValueError(f"grid is missing {missing}; give values for every one of {list(names)}")
-  return np.array(list(itertools.product(*(grid[n] for n in names))), np.float64)
-
-
-@dataclasses.dataclass(frozen=True)
-class PowerSumFit:
-  theta: np.ndarray  # [e, logc_1..F, s_1..F]
-  objective: float  # mean Huber loss at theta
-  num_starts: int
-  num_near_best: int  # starts whose float32 optimum is within 1e-4 (relative) of the best
-
-
-def fit_power_sum(logx_RxF, y_R, starts_SxP, *, delta: float = 1e-3, max_iter: int = 100,
-                  polish: int = 8, polish_iter: int = 300) -> PowerSumFit:
-  """Huber fit of a power sum from every start at once (float32, `max_iter` iterations), then
-  `polish_iter` float64 iterations from the best `polish` results; the best is kept."""
-  logx_RxF = np.asarray(logx_RxF, np.float64)
-  logy_R = np.log(np.asarray(y_R, np.float64))
-  starts_SxP = np.asarray(starts_SxP, np.float64)
-  if starts_SxP.shape[1] != 1 + 2 * logx_RxF.shape[1]:
-    raise ValueError(f"starts have {starts_SxP.shape[1]} columns; a power sum of "
-                     f"{logx_RxF.shape[1]} features needs {1 + 2 * logx_RxF.shape[1]}")
-  theta_SxP, f_S, _ = _batched_lbfgs(max_iter)(jnp.asarray(starts_SxP, jnp.float32),
-                                        jnp.asarray(logx_RxF, jnp.float32),
-                                        jnp.asarray(logy_R, jnp.float32), jnp.float32(delta))
-  f_S = np.nan_to_num(np.asarray(f_S, np.float64), nan=np.inf)
-  theta_SxP = np.asarray(theta_SxP, np.float64)
-  if not np.isfinite(f_S).any():
-    raise ValueError("fit_power_sum: every start gave a non-finite objective; check the data "
-                     "(positive, finite y) and the grid")
-  order = np.argsort(f_S)
-  near = int(np.sum(f_S <= f_S[order[0]] * (1 + 1e-4)))
-  finite = order[:polish][np.isfinite(f_S[order[:polish]])]
-  with jax.enable_x64(True):
-    theta_KxP, f_K, _ = _batched_lbfgs(polish_iter)(
-        jnp.asarray(theta_SxP[finite]), jnp.asarray(logx_RxF), jnp.asarray(logy_R),
-        jnp.float64(delta))
-    theta_KxP, f_K = np.asarray(theta_KxP), np.nan_to_num(np.asarray(f_K), nan=np.inf)
-  best = int(np.argmin(f_K))
-  return PowerSumFit(theta_KxP[best], float(f_K[best]), len(starts_SxP), near)
-
-
-def logit(p):
-  return np.log(p) - np.log1p(-p)
-
-
-LOGIT_S0 = float(logit(0.2))
-
-
-def _bounded(logy_R, logit_E, logit_s):
-  """(log E, s): E = min y · sigmoid(logit_E) below the lowest observed y, s = 2·sigmoid(logit_s)
-  in (0, 2). Bounding both removes the funnels (E → 0 with log E → −∞ where the likelihood is
-  flat; runaway exponents with huge amplitudes) that made NUTS diverge on weak ladders."""
-  return jnp.min(logy_R) + jax.nn.log_sigmoid(logit_E), 2.0 * jax.nn.sigmoid(logit_s)
-
-
-def power_sum_model(logx_RxF, logy_R, center_F):
-  """NumPyro model: log y ~ Normal(log power sum, σ), weakly informative priors.
-
-  Sites (all unconstrained): `logit_E` (E = min y · sigmoid); `amp` (F,), the log of each term at
-  the data's centre (log C_f − s_f·centre_f, which decorrelates C_f from s_f); `logit_s` (F,),
-  s_f = 2·sigmoid; `log_sigma`. Priors: logit_E ~ N(0, 1.5), amp ~ N(log median y − 1, 2),
-  logit_s ~ N(logit 0.2, 1) (s median 0.4, 95% in (0.06, 1.6)), log σ ~ N(log 0.02, 1).
-  """
-  F = logx_RxF.shape[-1]
-  logit_E = numpyro.sample("logit_E", dist.Normal(0.0, 1.5))
-  amp = numpyro.sample("amp", dist.Normal(jnp.median(logy_R) - 1.0, 2.0).expand([F]))
-  logit_s = numpyro.sample("logit_s", dist.Normal(LOGIT_S0, 1.0).expand([F]))
-  log_sigma = numpyro.sample("log_sigma", dist.Normal(jnp.log(0.02), 1.0))
-  e, s = _bounded(logy_R, logit_E, logit_s)
-  theta = jnp.concatenate([e[None], amp + s * center_F, s])
-  numpyro.sample("obs", dist.Normal(power_sum_log(theta, logx_RxF), jnp.exp(log_sigma)),
-                 obs=logy_R)
-
-
-def sample_power_sum(logx_RxF, y_R, theta_P, derive: Callable, *, num_chains: int,
-                     num_warmup: int, num_samples: int, seed: int, meta: dict,
-                     max_iter: int = 1000):
-  """NUTS posterior of a power sum, warm-started at the MAP of `power_sum_model`, found by
-  float64 L-BFGS from the point fit `theta_P` (E and the exponents clipped into their bounds,
-  each term kept at its fitted value at the data's centre)."""
-  logx_RxF = np.asarray(logx_RxF, np.float64)
-  logy_R = np.log(np.asarray(y_R, np.float64))
-  F = logx_RxF.shape[1]
-  center_F = logx_RxF.mean(axis=0)
-  E = np.clip(np.exp(theta_P[0] - logy_R.min()), 1e-4, 0.99)
-  s_F = np.clip(theta_P[1 + F:], 0.01, 1.95)
-  resid = logy_R - np.asarray(power_sum_log(jnp.asarray(theta_P), jnp.asarray(logx_RxF)))
-  start = {"logit_E": logit(E), "amp": theta_P[1:1 + F] - theta_P[1 + F:] * center_F,
-           "logit_s": logit(s_F / 2), "log_sigma": np.log(max(np.std(resid), 1e-3))}
-  init = map_sites(power_sum_model, start, max_iter=max_iter, logx_RxF=logx_RxF, logy_R=logy_R,
-                   center_F=center_F)
-
-  def to_theta(samples):
-    e, s = _bounded(logy_R, samples["logit_E"], samples["logit_s"])
-    return derive(e, samples["amp"] + s * center_F, s, jnp.exp(samples["log_sigma"]))
-
-  # Diagonal mass: on the 8-rung CPU ladder it gave fewer divergences than dense in spot checks.
-  return posterior_lib.sample_nuts(
-      power_sum_model, init, to_theta, num_chains=num_chains, num_warmup=num_warmup,
-      num_samples=num_samples, seed=seed, meta=meta, dense_mass=False, logx_RxF=logx_RxF,
-      logy_R=logy_R, center_F=center_F)
-
-
-def map_sites(model: Callable, start: dict, *, max_iter: int, **model_kwargs) -> dict:
-  """Maximum a posteriori sites of `model` (every latent site unconstrained): jitted float64
-  L-BFGS on the negative log posterior from `start`; raises if it ends non-finite."""
-  with jax.enable_x64(True):
-    flat0, unravel = ravel_pytree({k: jnp.asarray(v, jnp.float64) for k, v in start.items()})
-    neg = lambda f: -infer_util.log_density(model, (), model_kwargs, unravel(f))[0]
-    flat, value, _ = jax.jit(lambda f: lbfgs(neg, f, max_iter=max_iter))(flat0)
-    if not np.isfinite(float(value)):
-      raise ValueError("the MAP search ended at a non-finite log posterior; check the data")
-    return {k: np.asarray(v) for k, v in unravel(flat).items()}
-
-
-# ------------------------------------------------------------------------------- Chinchilla
-
-def expand_params(params: dict, query_ndim: int) -> dict:
-  """Appends `query_ndim` unit axes to every parameter so it broadcasts against a query."""
-  return {k: jnp.reshape(jnp.asarray(v), jnp.shape(v) + (1,) * query_ndim)
-          for k, v in params.items()}
-
-
-def _query(*xs):
-  xs = [jnp.asarray(x) for x in xs]
-  return xs, len(jnp.broadcast_shapes(*(x.shape for x in xs)))
-
-
-@dataclasses.dataclass(frozen=True)
-class ChinchillaFit:
-  params: dict  # floats E, A, B, alpha, beta
-  objective: float
-  num_starts: int
-  num_near_best: int
-
-
-def _check_xy(name, **arrays):
-  shapes = {k: np.shape(v) for k, v in arrays.items()}
-  if len(set(shapes.values())) != 1 or len(next(iter(shapes.values()))) != 1:
-    raise ValueError(f"{name}: inputs must be 1-D arrays of one length, got shapes {shapes}")
-  for k, v in arrays.items():
-    v = np.asarray(v, np.float64)
-    if not np.all(np.isfinite(v) & (v > 0)):
-      raise ValueError(f"{name}: `{k}` must be finite and > 0; bad entries at "
-                       f"{np.flatnonzero(~(np.isfinite(v) & (v > 0)))[:10].tolist()}")
-
-
 def fit(N, D, loss, *, delta: float = 1e-3, grid: Optional[dict] = None,
-        max_iter: int = 100) -> ChinchillaFit:
+        max_iter: int = 100) -> optim.LawFit:
   """Hoffmann Approach 3 fit of L(N, D) = E + A/N^α + B/D^β (4,500 starts by default)."""
-  _check_xy("chinchilla.fit", N=N, D=D, loss=loss)
-  starts = grid_starts(grid or HOFFMANN_GRID, ("e", "log_A", "log_B", "alpha", "beta"))
+  optim.check_positive_1d("chinchilla.fit", N=N, D=D, loss=loss)
+  starts = optim.grid_starts(grid or HOFFMANN_GRID, ("e", "log_A", "log_B", "alpha", "beta"))
   logx = np.log(np.stack([np.asarray(N, np.float64), np.asarray(D, np.float64)], axis=1))
-  res = fit_power_sum(logx, loss, starts, delta=delta, max_iter=max_iter)
+  res = optim.fit_power_sum(logx, loss, starts, delta=delta, max_iter=max_iter)
   e, log_A, log_B, alpha, beta = res.theta
   params = dict(E=float(np.exp(e)), A=float(np.exp(log_A)), B=float(np.exp(log_B)),
                 alpha=float(alpha), beta=float(beta))
-  return ChinchillaFit(params, res.objective, res.num_starts, res.num_near_best)
+  return optim.LawFit(params, res.objective, res.num_starts, res.num_near_best)
 
 
 def loss(params: dict, N, D):
   """E + A/N^α + B/D^β; shape params-shape + broadcast(N, D)-shape."""
-  (N, D), q = _query(N, D)
-  p = expand_params(params, q)
+  (N, D), q = optim.broadcast_query(N, D)
+  p = optim.expand_params(params, q)
   return p["E"] + p["A"] * N ** -p["alpha"] + p["B"] * D ** -p["beta"]
 
 
 def optimum(params: dict, C):
   """Training-only optimum for C = 6ND FLOPs: (N_opt, D_opt), shape params-shape + C-shape."""
-  (C,), q = _query(C)
-  p = expand_params(params, q)
+  (C,), q = optim.broadcast_query(C)
+  p = optim.expand_params(params, q)
   a, b = p["alpha"], p["beta"]
   G = (a * p["A"] / (b * p["B"])) ** (1.0 / (a + b))
   N_opt = G * (C / 6.0) ** (b / (a + b))
@@ -322,10 +56,10 @@ def optimum(params: dict, C):
 
 def sample_posterior(N, D, loss, *, num_chains: int = 2, num_warmup: int = 500,
                      num_samples: int = 500, seed: int = 0,
-                     point: Optional[ChinchillaFit] = None) -> posterior_lib.Posterior:
+                     point: Optional[optim.LawFit] = None) -> posterior_lib.Posterior:
   """NUTS posterior of E, A, B, alpha, beta (+ sigma, the log-loss noise), warm-started at the
   point fit (`point`, fitted here when not given). Likelihood: log L ~ Normal(log L̂, σ)."""
-  _check_xy("chinchilla.sample_posterior", N=N, D=D, loss=loss)
+  optim.check_positive_1d("chinchilla.sample_posterior", N=N, D=D, loss=loss)
   point = point or fit(N, D, loss)
   p = point.params
   theta = np.array([np.log(p["E"]), np.log(p["A"]), np.log(p["B"]), p["alpha"], p["beta"]])
@@ -335,6 +69,6 @@ def sample_posterior(N, D, loss, *, num_chains: int = 2, num_warmup: int = 500,
     return dict(E=jnp.exp(e), A=jnp.exp(logc[..., 0]), B=jnp.exp(logc[..., 1]),
                 alpha=s[..., 0], beta=s[..., 1], sigma=sigma)
 
-  return sample_power_sum(logx, loss, theta, derive, num_chains=num_chains,
-                          num_warmup=num_warmup, num_samples=num_samples, seed=seed,
-                          meta={"law": "chinchilla"})
+  return optim.sample_power_sum(logx, loss, theta, derive, num_chains=num_chains,
+                                num_warmup=num_warmup, num_samples=num_samples, seed=seed,
+                                meta={"law": "chinchilla"})

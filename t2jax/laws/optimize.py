@@ -371,3 +371,8 @@ def summarize(x_S, axis: int = 0, method: str = "linear") -> dict:
     q = np.nanquantile(np.where(finite, x, np.nan), [0.5, 0.05, 0.95], axis=axis, method=method)
   return {"median": q[0], "lo": q[1], "hi": q[2], "feasible_fraction": frac}
 
+
+def interval(x_S, axis: int = 0, method: str = "linear") -> dict:
+  """The median, lo and hi of `summarize`."""
+  s = summarize(x_S, axis=axis, method=method)
+  return {"median": s["median"], "lo": s["lo"], "hi": s["hi"]}

@@ -53,20 +53,27 @@ class Posterior:
   def num_draws(self) -> int:
     return len(next(iter(self.draws.values())))
 
-  def problems(self, rhat_max: float = 1.05, max_divergent_fraction: float = 0.01) -> list:
-    """Reasons the chains cannot be trusted (empty when converged)."""
-    found = []
-    for name, rhat in self.rhat.items():
-      worst = float(np.max(np.where(np.isfinite(rhat), rhat, np.inf)))
-      if worst > rhat_max:
-        found.append(f"r-hat of {name} is {worst:.3f} > {rhat_max}")
-    if self.num_divergences > max_divergent_fraction * self.num_draws:
-      found.append(f"{self.num_divergences} divergent transitions in {self.num_draws} draws "
-                   f"(> {max_divergent_fraction:.1%})")
-    return found
+  def convergence(self, rhat_max: float = 1.05, max_divergent_fraction: float = 0.01) -> dict:
+    """Max split r-hat and min ESS per parameter, divergences, and the reasons not to trust the
+    chains (`problems`; `converged` when there are none).
 
-  def converged(self, rhat_max: float = 1.05, max_divergent_fraction: float = 0.01) -> bool:
-    return not self.problems(rhat_max, max_divergent_fraction)
+    Parameters whose draws are all equal (constants carried in the draws, e.g. Approach 2's chance
+    `floor`) have no defined r-hat and are skipped.
+    """
+    rhat, ess, problems = {}, {}, []
+    for name, draws in self.draws.items():
+      if np.all(draws == draws[:1]):
+        continue
+      rhat[name] = float(np.max(np.where(np.isfinite(self.rhat[name]), self.rhat[name], np.inf)))
+      ess[name] = float(np.min(np.nan_to_num(self.ess[name], nan=0.0)))
+      if rhat[name] > rhat_max:
+        problems.append(f"r-hat of {name} is {rhat[name]:.3f} > {rhat_max}")
+    if self.num_divergences > max_divergent_fraction * self.num_draws:
+      problems.append(f"{self.num_divergences} divergent transitions in {self.num_draws} draws "
+                      f"(> {max_divergent_fraction:.1%})")
+    return {"rhat_max": max(rhat.values()), "ess_min": min(ess.values()), "rhat": rhat, "ess": ess,
+            "num_divergences": self.num_divergences, "num_draws": self.num_draws,
+            "num_chains": self.num_chains, "converged": not problems, "problems": problems}
 
   def quantile(self, q: float) -> dict:
     return {k: np.quantile(v, q, axis=0) for k, v in self.draws.items()}
@@ -77,13 +84,14 @@ class Posterior:
   def summary(self, interval: float = 0.9) -> dict:
     """Per parameter: median, mean, the central `interval` bounds, r-hat, ESS; plus totals."""
     lo, hi = (1 - interval) / 2, (1 + interval) / 2
+    checks = self.convergence()
     params = {
         k: {"median": np.median(v, 0), "mean": np.mean(v, 0), "lower": np.quantile(v, lo, 0),
             "upper": np.quantile(v, hi, 0), "rhat": self.rhat[k], "ess": self.ess[k]}
         for k, v in self.draws.items()}
     return {"params": params, "interval": interval, "num_chains": self.num_chains,
             "num_draws": self.num_draws, "num_divergences": self.num_divergences,
-            "converged": self.converged(), "problems": self.problems(), "meta": self.meta}
+            "converged": checks["converged"], "problems": checks["problems"], "meta": self.meta}
 
   def save(self, path: str) -> None:
     """Writes an .npz (atomically): draws, r-hat, ESS and a JSON header."""

@@ -4,9 +4,12 @@
     for q in task.questions(limit=3):
       task.verify(q, " 6")
     docs = task.train_documents(seed=0)   # synthetic tasks only
+    train = task.questions("train")       # for fine-tuning; raises for a task without one
 
 `default_config()` holds every task's knobs (difficulty, counts, seeds, paths); `options` override
-them per task, and an unknown or ill-typed option is an error.
+them per task, and an unknown or ill-typed option is an error. The multiple-choice sets
+(`MULTIPLE_CHOICE_TASKS`) are asked as cloze by default; `{"format": "letters"}` shows lettered
+choices, for k = 1 accuracy only (`task.guessable` is then True: a fixed letter passes ~25%).
 """
 
 from typing import Callable, Mapping
@@ -17,7 +20,9 @@ from t2jax.tasks import arithmetic, causal, real, recall, spatial
 from t2jax.tasks.base import Question, Task
 
 SYNTHETIC_TASKS = ("arithmetic", "spatial", "causal", "recall")
-REAL_TASKS = ("arc_easy", "arc_challenge", "sciq", "openbookqa", "gsm8k", "simple_arithmetic")
+REAL_TASKS = ("arc_easy", "arc_challenge", "sciq", "openbookqa", "gsm8k", "simple_arithmetic",
+              "lambada")
+MULTIPLE_CHOICE_TASKS = ("arc_easy", "arc_challenge", "sciq", "openbookqa")
 
 _CLASSES: dict[str, Callable[[ml_collections.FrozenConfigDict], Task]] = {
     "arithmetic": arithmetic.Arithmetic,
@@ -30,6 +35,7 @@ _CLASSES: dict[str, Callable[[ml_collections.FrozenConfigDict], Task]] = {
     "openbookqa": real.OpenBookQA,
     "gsm8k": real.GSM8K,
     "simple_arithmetic": real.SimpleArithmetic,
+    "lambada": real.Lambada,
 }
 
 
@@ -64,5 +70,5 @@ def get_task(name: str, options: Mapping | None = None) -> Task:
   return _CLASSES[name](ml_collections.FrozenConfigDict(config))
 
 
-__all__ = ["Question", "Task", "SYNTHETIC_TASKS", "REAL_TASKS", "task_names", "default_config",
-           "get_task"]
+__all__ = ["Question", "Task", "SYNTHETIC_TASKS", "REAL_TASKS", "MULTIPLE_CHOICE_TASKS",
+           "task_names", "default_config", "get_task"]

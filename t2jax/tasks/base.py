@@ -22,13 +22,21 @@ class Task(abc.ABC):
   """A question set with a verifier; synthetic tasks also yield training documents."""
 
   name: str
-  num_choices: int               # 0 for free-form; chance accuracy is 1/num_choices otherwise
+  # Choices shown with each question (lettered form); 0 when the answer is generated freely. The
+  # fit's chance floor is 1/num_choices (0 for 0).
+  num_choices: int
+  # Whether one fixed answer, given to every question, passes >= 10% of them (a fixed letter
+  # passes ~25% of lettered multiple choice): then pass@k -> 1 for any model as k grows, and only
+  # k = 1 accuracy means anything.
+  guessable: bool
   stop_strings: tuple[str, ...]  # generation stops at the first of these
   max_new_tokens: int            # generation budget (tokens of a ~2k BPE)
+  splits: tuple[str, ...] = SPLITS  # the splits `questions` serves
 
   @abc.abstractmethod
   def questions(self, split: str = "eval", limit: int | None = None) -> list[Question]:
-    """The fixed question list of `split` (the first `limit` of them when given)."""
+    """The fixed question list of `split` (the first `limit` of them when given); "train"
+    questions (for fine-tuning) never share an id or a prompt with "eval" ones."""
 
   @abc.abstractmethod
   def verify(self, question: Question, completion: str) -> bool:

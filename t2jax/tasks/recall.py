@@ -83,6 +83,7 @@ def make_world(num_entities: int, seed: int) -> list[tuple[str, dict[str, str]]]
 class Recall(base.Task):
   name = "recall"
   num_choices = 0
+  guessable = False
   stop_strings = ("\n",)
   max_new_tokens = 6
 

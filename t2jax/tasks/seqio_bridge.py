@@ -1,16 +1,20 @@
 """Registers t2jax tasks as seqio Tasks, for t5x-style pipelines (optional: needs `seqio`).
 
-Each task `name` becomes seqio task `t2jax_<name>` with:
-- split "validation": one example per eval question, {"id", "inputs": prompt, "targets": answer};
-- split "train" (synthetic tasks only): endless {"targets": document} from `train_documents`.
-Its metric is the task's own verifier: `accuracy` over decoded predictions (the mean over samples
-when a model returns several per question).
+Each task `name` becomes seqio task `t2jax_<name>` with one example {"id", "inputs": prompt,
+"targets": answer} per question, in split "validation" (the eval questions) and, where the task has
+one, "train" (its train questions, for fine-tuning; disjoint from validation). Pretraining
+documents come from `t2jax.data`, not from here. Its metric is the task's own verifier: `accuracy`
+over decoded predictions (the mean over samples when a model returns several per question).
+
+    vocab = seqio.ByteVocabulary()                    # any seqio.Vocabulary
+    register_seqio_tasks(["arithmetic", "sciq"], vocab)
+    seqio.Evaluator("t2jax_sciq", seqio.PrefixLMFeatureConverter(pack=False)).evaluate(...)
 """
 
 import functools
 from typing import Mapping, Sequence
 
-from t2jax.tasks import SYNTHETIC_TASKS, get_task
+from t2jax.tasks import get_task
 from t2jax.tasks.base import Task
 
 PREFIX = "t2jax_"
@@ -22,18 +26,14 @@ def _import_seqio():
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
   except ImportError as e:
     raise ImportError(f"register_seqio_tasks needs seqio and TensorFlow ({e}); install them with "
-                      f"`pip install seqio` (or `pip install -e .[seqio]`)") from e
+                      f"`pip install -e .[seqio]` (seqio 0.0.20 and TensorFlow 2.21, about 3.4 GB; "
+                      f"see BUILD_NOTES.md)") from e
   return seqio, tf
 
 
 def _dataset_fn(task: Task, tf, split: str, shuffle_files: bool, seed: int | None = None):
-  del shuffle_files  # The order is fixed by the task's own seeds.
-  if split == "train":
-    docs = functools.partial(task.train_documents, 0 if seed is None else seed)
-    return tf.data.Dataset.from_generator(
-        lambda: ({"targets": d} for d in docs()),
-        output_signature={"targets": tf.TensorSpec((), tf.string)})
-  questions = task.questions("eval")
+  del shuffle_files, seed  # The order is fixed by the task's own seeds.
+  questions = task.questions("eval" if split == "validation" else split)
   return tf.data.Dataset.from_tensor_slices({
       "id": [q.id for q in questions],
       "inputs": [q.prompt for q in questions],
@@ -77,7 +77,7 @@ def register_seqio_tasks(names: Sequence[str], vocabulary, options: Mapping | No
   registered = []
   for name in names:
     task = get_task(name, (options or {}).get(name))
-    splits = ("train", "validation") if name in SYNTHETIC_TASKS else ("validation",)
+    splits = ("train", "validation") if "train" in task.splits else ("validation",)
     seqio_name = prefix + name
     seqio.TaskRegistry.remove(seqio_name)
     seqio.TaskRegistry.add(

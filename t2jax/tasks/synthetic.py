@@ -42,6 +42,7 @@ class SyntheticTask(base.Task):
   """A generator of problems with a hash partition into train and eval pools."""
 
   num_choices = 0
+  guessable = False
   stop_strings = ("\n",)
 
   def __init__(self, config: ml_collections.ConfigDict):

@@ -8,6 +8,7 @@ answer can be read, which every verifier counts as wrong.
 
 import decimal
 import re
+import unicodedata
 from typing import Sequence
 
 LETTERS = "ABCDEFGH"
@@ -17,6 +18,11 @@ _INT = re.compile(r"[+-]?\d+")
 _POINT = re.compile(r"\(?\s*([+-]?\d+)\s*,\s*([+-]?\d+)\s*\)?(?=$|[\s.,;:!?])")
 _LETTER = re.compile(r"[(\[]?([A-Za-z])([)\]]?)(.*)$")
 _NUMBER = re.compile(r"[-+]?\$?\s*\d[\d,]*(?:\.\d+)?")
+# Words of an answer text: a number with its sign and separators ("-3", "1.5", "3/4"), or a run of
+# letters and digits; anything else (punctuation, whitespace) only separates words.
+_ANSWER_WORD = re.compile(r"[-+]?\d+(?:[.,/:]\d+)*|\w+")
+_ARTICLES = frozenset(("a", "an", "the"))
+_CLAUSE_END = re.compile(r"[.,;:!?](?=\s|$)")
 
 
 def first_line(completion: str) -> str:
@@ -27,6 +33,41 @@ def first_line(completion: str) -> str:
 def normalize(text: str) -> str:
   """Case-folded, whitespace collapsed, trailing punctuation removed."""
   return " ".join(text.casefold().split()).rstrip(_TRAILING_PUNCT).rstrip()
+
+
+def normalize_answer(text: str) -> str:
+  """An answer text for matching: case-folded, punctuation and the articles "a", "an", "the"
+  dropped, whitespace collapsed; signs and separators inside numbers are kept, so "-3" != "3" and
+  "1.5" != "15". An answer that is only an article keeps it ("A" stays "a")."""
+  words = _ANSWER_WORD.findall(text.casefold())
+  return " ".join(w for w in words if w not in _ARTICLES) or " ".join(words)
+
+
+def matches_answer(completion: str, answer: str) -> bool:
+  """Whether the first line of `completion`, or its text up to a punctuation mark that ends a
+  clause ("mitochondria, which ..."), equals `answer` once both are `normalize_answer`ed."""
+  gold = normalize_answer(answer)
+  if not gold:
+    return False
+  line = first_line(completion)
+  ends = [m.start() for m in _CLAUSE_END.finditer(line)] + [len(line)]
+  return any(normalize_answer(line[:end]) == gold for end in ends)
+
+
+def strip_punctuation(word: str) -> str:
+  """`word` without leading and trailing Unicode punctuation ("“Holt," gives "Holt")."""
+  start, end = 0, len(word)
+  while start < end and unicodedata.category(word[start]).startswith("P"):
+    start += 1
+  while end > start and unicodedata.category(word[end - 1]).startswith("P"):
+    end -= 1
+  return word[start:end]
+
+
+def first_word(completion: str) -> str:
+  """The first whitespace-separated word of the completion's first line, punctuation stripped."""
+  words = first_line(completion).split(maxsplit=1)
+  return strip_punctuation(words[0]) if words else ""
 
 
 def parse_int(completion: str) -> int | None:

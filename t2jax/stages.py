@@ -1,0 +1,88 @@
+"""The stages of a run, in order: train → eval → fit → plan → report. Each reads and writes files
+in one directory only, so any stage can be rerun alone.
+
+  stages.run(config, workdir, parse_stages("eval,fit"))         # `python -m t2jax.launch`
+  stages.run_analysis(("fit", "plan", "report"), out_dir, fit_cfg,
+                      results="results.jsonl", rungs=None)       # the fit CLI: given tables
+"""
+
+from typing import Optional, Sequence
+
+import jax
+import ml_collections
+
+from t2jax import ladder
+
+STAGES = ("train", "eval", "fit", "plan", "report")
+ANALYSIS_STAGES = ("fit", "plan", "report")  # single-process: they read tables, not checkpoints
+
+
+def parse_stages(text: str) -> list[str]:
+  """`--stages` ("eval,fit") as a list in run order."""
+  stages = [s.strip() for s in text.split(",") if s.strip()]
+  unknown = [s for s in stages if s not in STAGES]
+  if unknown or not stages:
+    raise ValueError(f"--stages={text!r}: unknown stage(s) {unknown}; choose from {','.join(STAGES)}")
+  return sorted(stages, key=STAGES.index)
+
+
+def run(config: ml_collections.ConfigDict, workdir: str, stages: Sequence[str]) -> None:
+  """Runs `stages` of the ladder in `config` on `workdir`; in a multi-process run the analysis
+  stages are skipped, with a message saying how to run them."""
+  analysis = [s for s in stages if s in ANALYSIS_STAGES]
+  if analysis and jax.process_count() > 1:
+    # Other processes would wait at jax's shutdown barrier, which times out on a long fit.
+    print(f"skipping {', '.join(analysis)} in this {jax.process_count()}-process run; run "
+          f"--stages={','.join(analysis)} afterwards as a single process", flush=True)
+    analysis = []
+  for stage in stages:
+    if stage == "train":
+      _banner(stage)
+      ladder.run_train(config, workdir)
+    elif stage == "eval":
+      _banner(stage)
+      ladder.run_eval(config, workdir)
+  run_analysis(analysis, workdir, config.fit)
+
+
+def run_analysis(stages: Sequence[str], out_dir: str, fit_cfg: ml_collections.ConfigDict, *,
+                 results: Optional[str] = None, rungs: Optional[str] = None) -> None:
+  """The fit, plan and report stages among `stages`, on `out_dir`. The fit reads `results` and
+  `rungs` where given, else `out_dir`'s results.jsonl and rungs.jsonl (a ladder's workdir)."""
+  for stage in stages:
+    if stage not in ANALYSIS_STAGES:
+      raise ValueError(f"stage {stage!r} is not an analysis stage; use {ANALYSIS_STAGES}")
+    _banner(stage)
+    if stage == "fit":
+      fit_stage(out_dir, fit_cfg, results=results, rungs=rungs)
+    elif stage == "plan":
+      plan_stage(out_dir, fit_cfg)
+    else:
+      report_stage(out_dir)
+
+
+def fit_stage(out_dir: str, fit_cfg: ml_collections.ConfigDict, *, results: Optional[str] = None,
+              rungs: Optional[str] = None):
+  """Law fits and posteriors → out_dir/fit/."""
+  from t2jax.fit import fitting  # imported here: numpyro loads only when a fit runs
+  if results is None:
+    return fitting.run_fit(out_dir, fit_cfg)
+  return fitting.fit_tables(results, rungs, out_dir, fit_cfg)
+
+
+def plan_stage(out_dir: str, fit_cfg: ml_collections.ConfigDict):
+  """Posterior draws through the planner → out_dir/plan/plan.json."""
+  from t2jax.fit import planning  # imported here, as in fit_stage
+  return planning.plan_dir(out_dir, fit_cfg)
+
+
+def report_stage(out_dir: str) -> str:
+  """Figures and the summary → out_dir/report/; returns the report's path."""
+  from t2jax import report  # imported here: matplotlib loads only for the report
+  path = report.write_report(out_dir)
+  print(f"report: {path}", flush=True)
+  return path
+
+
+def _banner(stage: str) -> None:
+  print(f"== {stage} ==", flush=True)
