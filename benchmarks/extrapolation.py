@@ -6,7 +6,10 @@ results from the Approach-2 model (2 tasks, 200 questions, 64 samples each). Eve
 (point fit, as `python -m t2jax.fit` does before sampling) on the rungs with tokens per parameter
 <= 100 and predicts the rest:
 - Chinchilla: the validation loss;
-- Approach 1: the task-mean −log pass@k for k = 1, 2, 4, …, 64;
+- Approach 1: T(k), the task-mean −log pass@k for k = 1, 2, 4, …, 64, estimated per model from
+  its samples (`targets`: the Beta-binomial MLE over its questions, integrated), for the fitted
+  and the held-out models alike; models whose samples do not identify it (e.g. every question
+  always solved) are censored: left out and counted;
 - Approach 2: the task-mean pass@k for the same k (scored against the observed mean of the
   unbiased estimator, and against the simulator's noise-free expectation).
 Relative error = predicted / observed − 1, summarised per approach and tokens-per-parameter ratio.
@@ -22,7 +25,7 @@ import numpy as np
 from absl import app, flags
 
 from t2jax import io, passk
-from t2jax.laws import approach1, approach2, chinchilla, simulate, table
+from t2jax.laws import approach1, approach2, chinchilla, simulate, table, targets
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 FIT_MAX_TOKENS_PER_PARAM = 100.0
@@ -64,7 +67,14 @@ def one_ladder(seed: int) -> list:
   a1 = {task: approach1.fit(t.N, t.D, t.k, t.loss).params for task, t in train_tables.items()}
   for task, t in test_tables.items():
     pred = np.asarray(approach1.neg_log_passk(a1[task], t.N, t.D, t.k))
-    rows += [_row("approach1", d / n, o, p) for n, d, o, p in zip(t.N, t.D, t.loss, pred)]
+    _, a, b = simulate.approach2_beta(simulate.APPROACH2_TASKS[task], t.N, t.D)
+    truth_RxK = targets.expected_neg_log_passk(a, b, K_GRID)
+    truth = truth_RxK[np.arange(len(t.k)), np.searchsorted(K_GRID, t.k)]
+    rows += [_row("approach1", d / n, o, p, tr)
+             for n, d, o, p, tr in zip(t.N, t.D, t.loss, pred, truth)]
+  censored = [dict(split=split, task=task, model_id=m, status=status)
+              for split, tables in (("fit", train_tables), ("heldout", test_tables))
+              for task, t in tables.items() for m, status in t.censored.items()]
 
   floors = {task: p["floor"] for task, p in simulate.APPROACH2_TASKS.items()}
   data = approach2.prepare(fit_res, floors=floors)
@@ -79,12 +89,12 @@ def one_ladder(seed: int) -> list:
       for k, p, tr in zip(K_GRID, pred_K, truth_K):
         obs = passk.observed_passk(test_res.n[mask], test_res.c[mask], test_res.nll[mask], int(k))
         rows.append(_row("approach2", d / n, obs, p, tr))
-  for r in rows:
+  for r in rows + censored:
     r["seed"] = seed
-  return rows
+  return rows, censored
 
 
-def summarize(rows: list) -> dict:
+def summarize(rows: list, censored: list) -> dict:
   out = {}
   for approach in ("chinchilla", "approach1", "approach2"):
     sel = [r for r in rows if r["approach"] == approach]
@@ -102,11 +112,17 @@ def summarize(rows: list) -> dict:
     if "rel_error_vs_truth" in sel[0]:
       out[approach]["median_abs_rel_error_vs_truth"] = float(
           np.median([abs(r["rel_error_vs_truth"]) for r in sel]))
+      out[approach]["median_abs_observed_error_vs_truth"] = float(
+          np.median([abs(r["observed"] / r["truth"] - 1.0) for r in sel]))
+  out["approach1"]["censored"] = {
+      split: {status: sum(c["split"] == split and c["status"] == status for c in censored)
+              for status in sorted({c["status"] for c in censored if c["split"] == split})}
+      for split in ("fit", "heldout")}
   return out
 
 
 def markdown(summary: dict, seconds: float, num_ladders: int) -> str:
-  quantity = {"chinchilla": "validation loss", "approach1": "mean −log pass@k (k = 1…64)",
+  quantity = {"chinchilla": "validation loss", "approach1": "T(k) = mean −log pass@k (k = 1…64)",
               "approach2": "mean pass@k (k = 1…64)"}
   ratios = list(summary["chinchilla"]["by_tokens_per_param"])
   lines = ["# Extrapolation to overtrained rungs", "",
@@ -114,30 +130,35 @@ def markdown(summary: dict, seconds: float, num_ladders: int) -> str:
            f"tokens/param <= {FIT_MAX_TOKENS_PER_PARAM:g}, scored on the rest "
            f"({seconds / 60:.1f} min).", "",
            "| approach | predicts | median abs. rel. error | 90th pct | median signed | vs noise-free "
-           "truth | " + " | ".join(f"D/N={r}" for r in ratios) + " |",
-           "|---|---|---|---|---|---|" + "---|" * len(ratios)]
+           "truth | observed vs truth | " + " | ".join(f"D/N={r}" for r in ratios) + " |",
+           "|---|---|---|---|---|---|---|" + "---|" * len(ratios)]
   for approach, s in summary.items():
     truth = s.get("median_abs_rel_error_vs_truth")
+    observed = s.get("median_abs_observed_error_vs_truth")
     lines.append(f"| {approach} | {quantity[approach]} | {s['median_abs_rel_error']:.2%} | "
                  f"{s['p90_abs_rel_error']:.2%} | {s['median_signed_rel_error']:+.2%} | "
                  f"{'–' if truth is None else f'{truth:.2%}'} | "
+                 f"{'–' if observed is None else f'{observed:.2%}'} | "
                  + " | ".join(f"{s['by_tokens_per_param'][r]['median_abs_rel_error']:.2%}"
                               for r in ratios) + " |")
+  lines += ["", "Approach 1 targets from samples (Beta-binomial MLE per model × task); censored model × "
+            f"tasks left out (fit / held out): {summary['approach1']['censored']}."]
   return "\n".join(lines) + "\n"
 
 
 def main(argv):
   del argv
-  start, rows = time.time(), []
+  start, rows, censored = time.time(), [], []
   for seed in range(_SEEDS.value):
-    rows += one_ladder(seed)
+    scored, left_out = one_ladder(seed)
+    rows, censored = rows + scored, censored + left_out
     print(f"ladder {seed + 1}/{_SEEDS.value} done ({time.time() - start:.0f}s)", flush=True)
-  summary = summarize(rows)
+  summary = summarize(rows, censored)
   seconds = time.time() - start
   io.write_json(os.path.join(_OUT.value, "extrapolation.json"),
                 {"summary": summary, "seconds": seconds, "num_ladders": _SEEDS.value,
                  "fit_max_tokens_per_param": FIT_MAX_TOKENS_PER_PARAM, "k_grid": K_GRID,
-                 "rows": rows})
+                 "approach1_censored": censored, "rows": rows})
   text = markdown(summary, seconds, _SEEDS.value)
   io.write_text(os.path.join(_OUT.value, "extrapolation.md"), text)
   print(text, flush=True)

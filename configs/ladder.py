@@ -10,7 +10,7 @@
 
 import ml_collections
 
-from t2jax import data, evaluate, fit, tasks, train
+from t2jax import data, evaluate, fit, tasks, train, validate
 
 PRESETS = ("smoke", "cpu", "gpu", "paper")
 
@@ -30,9 +30,13 @@ def _base(preset: str) -> ml_collections.ConfigDict:
   config.tasks = tasks.default_config()
   config.eval = evaluate.default_config()
   config.fit = fit.default_config()
+  config.validate = validate.default_config()
   config.ladder = ml_collections.ConfigDict()
   config.ladder.rungs = ()
   config.ladder.only = ""  # comma-separated rung ids or indices to run (e.g. one per array job)
+  # Worker processes for train/eval on CPU, one core each: 0 = one per usable core (1 on
+  # accelerators and in multi-process runs, where the launcher runs the rungs itself).
+  config.ladder.workers = 0
   config.distributed = ml_collections.ConfigDict(
       {"coordinator_address": "", "num_processes": 0, "process_id": -1})
   return config
@@ -90,6 +94,11 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
     # kept (the report flags them) rather than refitted.
     config.fit.retries = 0
     config.fit.allow_unconverged = True
+    # The same short-chain plumbing check: an unpinned posterior's N* may lie anywhere, so any N
+    # is rounded to a buildable size; one 2e10-FLOP run per choice (about 40 steps of cpu-40k).
+    config.validate.budgets = ((2e10, 5e5),)
+    config.validate.num_questions = 16
+    config.validate.max_size_ratio = 1e6
   elif preset == "cpu":
     config.data.train_files = ("data/corpus/gutenberg-small/train-00-of-04.jsonl.xz",)  # 12M tokens
     config.ladder.rungs = _grid({
@@ -112,6 +121,11 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
     config.fit.budgets = (1e12, 3e12, 1e13)
     config.fit.inference_budgets = (1e6, 1e7)
     config.fit.queries = (1e3, 1e5)
+    # One planned budget: a 1e12-FLOP run per choice (each about the cost of the cpu-90k@20 rung;
+    # choices that round to the same size share one), sampled ~40-130 times per question. On the
+    # shipped ladder's fit both choices round to cpu-40k here (N* = 4.5e4, N_opt = 3.1e4); sizes
+    # that differ need C >= 1e13 on this table, beyond a 2-core budget.
+    config.validate.budgets = ((1e12, 1e7),)
   elif preset == "gpu":
     config.data.seq_len = 1024
     config.data.mixture = tuple((name, 0.02) for name in synthetic)
@@ -127,6 +141,9 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
     config.train.checkpoint_every = 1000
     config.eval.num_questions = 500
     config.eval.num_samples = 256
+    # Between the largest rung (~2e17 FLOPs) and the plan's budgets: two runs of ~4 min each.
+    config.validate.budgets = ((1e17, 1e9),)
+    config.validate.num_questions = 500
   elif preset == "paper":
     config.model.remat = True
     config.data.seq_len = 2048
@@ -152,4 +169,7 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
     # The T2 paper's headline budget: C = 2.56e19 training FLOPs, C_inf = 2e9 FLOPs per token.
     config.fit.budgets = (1e19, 2.56e19, 1e20, 1e21)
     config.fit.inference_budgets = (1e8, 1e9, 2e9, 1e10)
+    # The paper's experiment: new checkpoints at its headline budget (launch/: one host's devices).
+    config.validate.budgets = ((2.56e19, 2e9),)
+    config.validate.num_questions = 500
   return config

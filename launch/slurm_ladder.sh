@@ -4,11 +4,13 @@
 #   launch/slurm_ladder.sh PRESET WORKDIR [--config.FIELD=VALUE ...]
 #   e.g. NODES=2 launch/slurm_ladder.sh gpu /shared/$USER/t2-gpu
 #
-# Three jobs: (1) prepare: tokenize the data into data.cache_dir once; (2) a job array with one
+# Four jobs: (1) prepare: tokenize the data into data.cache_dir once; (2) a job array with one
 # rung per task (index into ladder.rungs), each on $NODES nodes training and then evaluating its
 # rung (launch/slurm_rung.sbatch); (3) after every rung succeeded: eval (writes the ladder tables,
-# skipping the evaluated rungs), fit, plan, report on CPU. WORKDIR and data.cache_dir must be on a
-# file system every node shares. Resubmitting skips finished rungs and resumes half-trained ones.
+# skipping the evaluated rungs), fit, plan on CPU; (4) validate (train and sample the plan's
+# choices, one process on one node's GPUs) and report (launch/slurm_validate.sbatch). WORKDIR and
+# data.cache_dir must be on a file system every node shares. Resubmitting skips finished rungs and
+# validation runs and resumes half-trained ones.
 # Environment: NODES (1), GPUS_PER_NODE (8), MAX_PARALLEL (rungs running at once, 8),
 # PARTITION and ACCOUNT (cluster defaults), PYTHON (python; the job inherits this shell's PATH).
 set -euo pipefail
@@ -40,4 +42,7 @@ rungs=$(submit --job-name=t2-rung --dependency=afterok:"$prepare" \
   --gres=gpu:"$GPUS_PER_NODE" launch/slurm_rung.sbatch "$PRESET" "$WORKDIR" "$@")
 analysis=$(submit --job-name=t2-analysis --dependency=afterok:"$rungs" \
   launch/slurm_cpu.sbatch analysis "$PRESET" "$WORKDIR" "$@")
-echo "prepare $prepare -> $NUM_RUNGS rungs $rungs (${NODES}x${GPUS_PER_NODE} GPUs each) -> analysis $analysis"
+validate=$(submit --job-name=t2-validate --dependency=afterok:"$analysis" \
+  --gres=gpu:"$GPUS_PER_NODE" launch/slurm_validate.sbatch "$PRESET" "$WORKDIR" "$@")
+echo "prepare $prepare -> $NUM_RUNGS rungs $rungs (${NODES}x${GPUS_PER_NODE} GPUs each) -> analysis" \
+  "$analysis -> validate + report $validate (1x${GPUS_PER_NODE} GPUs)"

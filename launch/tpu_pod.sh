@@ -11,9 +11,12 @@
 #  1. train + eval: the same command on every worker (one JAX process per host); with
 #     --config.distributed.num_processes set to the host count, jax.distributed.initialize finds
 #     the coordinator and this host's process id from the TPU metadata.
-#  2. fit, plan, report on worker 0 alone, on its CPU (a single host of a pod slice cannot bring
-#     up the slice's TPUs by itself).
-# Rerunning the script skips finished rungs and resumes a half-trained one.
+#  2. fit, plan on worker 0 alone, on its CPU (a single host of a pod slice cannot bring up the
+#     slice's TPUs by itself).
+#  3. validate (train and sample the plan's choices; a single JAX process) and report: on
+#     VALIDATE_TPU, a single-host TPU VM in ZONE with the same checkout and WORKDIR mounted (e.g. a
+#     v5p-8); without VALIDATE_TPU, the report alone on worker 0, and the validate command to run.
+# Rerunning the script skips finished rungs and validation runs and resumes a half-trained one.
 set -euo pipefail
 if (($# < 4)); then
   echo "usage: $0 TPU_NAME ZONE PRESET WORKDIR [--config.FIELD=VALUE ...]" >&2
@@ -34,4 +37,13 @@ echo "$TPU_NAME: $HOSTS hosts; workdir $WORKDIR"
 gcloud compute tpus tpu-vm ssh "$TPU_NAME" --zone="$ZONE" --worker=all \
   --command="$CD $LAUNCH --stages=train,eval --config.distributed.num_processes=$HOSTS"
 gcloud compute tpus tpu-vm ssh "$TPU_NAME" --zone="$ZONE" --worker=0 \
-  --command="$CD JAX_PLATFORMS=cpu $LAUNCH --stages=fit,plan,report"
+  --command="$CD JAX_PLATFORMS=cpu $LAUNCH --stages=fit,plan"
+if [[ -n "${VALIDATE_TPU:-}" ]]; then
+  gcloud compute tpus tpu-vm ssh "$VALIDATE_TPU" --zone="$ZONE" --worker=0 \
+    --command="$CD $LAUNCH --stages=validate,report"
+else
+  gcloud compute tpus tpu-vm ssh "$TPU_NAME" --zone="$ZONE" --worker=0 \
+    --command="$CD JAX_PLATFORMS=cpu $LAUNCH --stages=report"
+  echo "validation not run: on a single-host accelerator VM sharing $WORKDIR, run" \
+    "$LAUNCH --stages=validate,report (or rerun with VALIDATE_TPU=NAME)"
+fi

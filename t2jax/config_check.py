@@ -5,17 +5,18 @@ budget fails in seconds instead of after the ladder has trained.
   config_check.check_run(config)   # one training run: `python -m t2jax.train` calls it first
 
 Each block keeps its own checker (`data.validate_config`, `train.check_config`,
-`evaluate.check_config`, `ladder.parse_rungs`, `fit.check_config`, the task classes); this module
-calls them all and checks what lies between blocks: task names in `eval.tasks` and
-`data.mixture`, and every task's options. Nothing here touches a JAX backend.
+`evaluate.check_config`, `ladder.parse_rungs`, `fit.check_config`, `validate.check_config`, the
+task classes); this module calls them all and checks what lies between blocks: task names in
+`eval.tasks` and `data.mixture`, and every task's options. Nothing here touches a JAX backend.
 """
 
 import difflib
 
 import ml_collections
 
-from t2jax import data, evaluate, fit, ladder, sizes, tasks, train
+from t2jax import data, evaluate, fit, io, ladder, sizes, tasks, train, validate as validate_lib
 from t2jax.tasks import Task
+from t2jax.tokenizer import load_tokenizer
 
 
 def check_run(config: ml_collections.ConfigDict) -> None:
@@ -35,10 +36,12 @@ def check_run(config: ml_collections.ConfigDict) -> None:
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
-  """The whole ladder config: `check_run`'s blocks, the rungs, eval and the fit/plan settings.
+  """The whole ladder config: `check_run`'s blocks, the rungs, eval, the fit/plan settings and the
+  validation settings that need no fit (`validate.check_config`).
 
   Every eval task draws (or reads) its questions, so a problem space too small for
-  `eval.num_questions` or a missing eval file fails now.
+  `eval.num_questions` (or, with validation budgets, `validate.num_questions`) or a missing eval
+  file fails now.
   """
   check_run(config)
   ladder.selected(config.ladder, ladder.parse_rungs(config))
@@ -52,6 +55,16 @@ def validate(config: ml_collections.ConfigDict) -> None:
       raise ValueError(f"eval.tasks[{i}]={name!r} with eval.split={config.eval.split!r} and "
                        f"eval.num_questions={config.eval.num_questions}: {e}") from None
   fit.check_config(config.fit)
+  validate_lib.check_config(config, load_tokenizer(io.resolve_path(config.data.tokenizer))
+                            .padded_vocab_size)
+  if config.validate.budgets:
+    v = config.validate
+    for i, name in enumerate(config.eval.tasks):
+      try:
+        _task(config, name, f"eval.tasks[{i}]").questions(v.split, v.num_questions or None)
+      except ValueError as e:
+        raise ValueError(f"eval.tasks[{i}]={name!r} with validate.split={v.split!r} and "
+                         f"validate.num_questions={v.num_questions}: {e}") from None
 
 
 def check_task_options(task_cfg: ml_collections.ConfigDict) -> None:

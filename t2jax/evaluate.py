@@ -5,7 +5,10 @@
     write_results("workdir/results.jsonl", rows)      # + results.csv
     table = passk_table(rows)                         # pass@1, 2, 4, ... with bootstrap CIs
 
-Rows follow the results.jsonl schema (version 1) of docs/DESIGN.md. Sample j of a question is
+Rows follow the results.jsonl schema (version 1) of docs/DESIGN.md, with the task's properties as
+evaluated (its format may differ from the registry's default): `chance`, a guesser's accuracy
+(1/num_choices of a lettered task, else 0), and `guessable`, which the fit uses for its chance
+floor and to refuse planning k > 1 on a task a fixed answer passes. Sample j of a question is
 seeded by (eval.seed, task name, question id, j), so it does not depend on batching, on the number
 of questions evaluated or on their order.
 """
@@ -90,6 +93,7 @@ def evaluate(model_cfg: ModelConfig, params, tokenizer, tasks: Sequence[Task],
       raise ValueError(f"task {task.name!r} has no {cfg.split!r} questions; check its data files "
                        f"or eval.split")
     max_new = cfg.max_new_tokens or task.max_new_tokens
+    chance = 1.0 / task.num_choices if task.num_choices else 0.0
     prompts = [q.prompt for q in questions]
     nll, gold_tokens = sampler.score(prompts, [q.answer for q in questions],
                                      batch_size=cfg.score_batch)
@@ -108,7 +112,8 @@ def evaluate(model_cfg: ModelConfig, params, tokenizer, tasks: Sequence[Task],
           "task": task.name, "question_id": q.id, "n": n,
           "c": sum(bool(task.verify(q, text)) for text in texts),
           "nll": float(nll[i]), "nll_per_token": float(nll[i] / gold_tokens[i]),
-          "gold_tokens": int(gold_tokens[i]), "samples": texts[:cfg.keep_samples]})
+          "gold_tokens": int(gold_tokens[i]), "chance": chance, "guessable": bool(task.guessable),
+          "samples": texts[:cfg.keep_samples]})
   return rows
 
 

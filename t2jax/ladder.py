@@ -4,7 +4,8 @@ A rung is one model size trained for one tokens-per-parameter ratio. Rungs at or
 `fit.fit_max_tokens_per_param` fit the laws; the more overtrained ones are held out to measure
 how well the laws extrapolate. Every rung lives in `workdir/rungs/<id>/`; a rung whose
 `train_done.json` (or `eval.jsonl`) exists is skipped, and a half-trained one resumes from its
-newest checkpoint.
+newest checkpoint. On CPU, `ladder.workers` processes (default one per usable core, each on its own
+core with single-threaded XLA) train and evaluate rungs concurrently (`t2jax.workers`).
 """
 
 import dataclasses
@@ -15,7 +16,9 @@ import time
 import jax
 import ml_collections
 
-from t2jax import evaluate, flops, io, metrics, sizes, tasks, train
+from t2jax import data, flops, io, metrics, sizes, tasks, workers
+from t2jax import evaluate as evaluate_lib
+from t2jax import train as train_lib
 from t2jax.fit import inputs as fit_inputs
 from t2jax.tokenizer import load_tokenizer
 
@@ -33,8 +36,9 @@ class Rung:
 
 def parse_rungs(config: ml_collections.ConfigDict) -> list[Rung]:
   """Rungs from `ladder.rungs`, a list of "size@tokens_per_param" strings, in training order;
-  those above `fit.fit_max_tokens_per_param` are marked held out."""
+  those above `fit.fit_max_tokens_per_param` are marked held out. Also checks `ladder.workers`."""
   ladder, max_tpp = config.ladder, config.fit.fit_max_tokens_per_param
+  check_workers(ladder)
   if not ladder.rungs:
     raise ValueError("ladder.rungs is empty; list rungs as 'size@tokens_per_param', "
                      "e.g. ('cpu-90k@20', 'cpu-90k@320')")
@@ -128,67 +132,162 @@ def _diff_keys(a, b, prefix=""):
     yield prefix.rstrip(".")
 
 
-def run_train(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
-  """Trains every selected rung in order, skipping finished ones; prints a ladder ETA from FLOPs."""
-  rungs = selected(config.ladder, parse_rungs(config))
-  tokenizer = load_tokenizer(io.resolve_path(config.data.tokenizer))
-  cost = {r.id: _rung_flops(config, r, tokenizer.padded_vocab_size) for r in rungs}
+def check_workers(ladder: ml_collections.ConfigDict) -> None:
+  n = ladder.workers
+  if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+    raise ValueError(f"ladder.workers={n!r}: use 0 (auto: one worker process per usable core on "
+                     "CPU) or a positive number of worker processes")
+
+
+def pool_size(config: ml_collections.ConfigDict) -> int:
+  """How many worker processes train and evaluate rungs: `ladder.workers`, 0 = one per usable core.
+  0 means the launcher runs them itself (accelerators, multi-process runs). On CPU even one worker
+  is a process of its own, as single-threaded XLA must be set before JAX's backend starts."""
+  check_workers(config.ladder)
+  n = config.ladder.workers
+  if jax.default_backend() != "cpu" or jax.process_count() > 1:
+    if n > 1:
+      raise ValueError(f"ladder.workers={n}: worker processes are for single-process CPU runs, "
+                       f"and this run has the {jax.default_backend()} backend and "
+                       f"{jax.process_count()} process(es); set ladder.workers=0 (auto) or 1")
+    return 0
+  return n or len(os.sched_getaffinity(0))
+
+
+class RungRunner:
+  """Trains and evaluates single rungs of a ladder (in the launcher or in a worker process)."""
+
+  def __init__(self, config: ml_collections.ConfigDict, workdir: str):
+    self.config, self.workdir = config, workdir
+    self.rungs = {r.id: r for r in parse_rungs(config)}
+    self.labels = {rid: f"[{i}/{len(self.rungs)} {rid}] " for i, rid in enumerate(self.rungs, 1)}
+    self.tokenizer = load_tokenizer(io.resolve_path(config.data.tokenizer))
+    self._tasks = None
+
+  def run(self, rung_id: str, *, train: bool, evaluate: bool) -> None:
+    if train:
+      self.train(rung_id)
+    if evaluate:
+      self.evaluate(rung_id)
+
+  def train(self, rung_id: str) -> dict:
+    rung = self.rungs[rung_id]
+    return train_lib.train(rung_config(self.config, rung), rung_dir(self.workdir, rung),
+                           label=self.labels[rung_id])
+
+  def evaluate(self, rung_id: str) -> None:
+    """The rung's results rows → its eval.jsonl."""
+    rung, label = self.rungs[rung_id], self.labels[rung_id]
+    directory = rung_dir(self.workdir, rung)
+    summary = io.read_json(os.path.join(directory, "train_done.json"))
+    if self._tasks is None:
+      self._tasks = [tasks.get_task(name, self.config.tasks.get(name))
+                     for name in self.config.eval.tasks]
+    model_cfg, params, mesh = train_lib.load_params(rung_config(self.config, rung), directory,
+                                                    self.tokenizer)
+    print(f"{label}evaluating {len(self._tasks)} tasks", flush=True)
+    rows = evaluate_lib.evaluate(model_cfg, params, self.tokenizer, self._tasks, self.config.eval,
+                                 model_id=rung.id, N=summary["N"], D=summary["D"], mesh=mesh)
+    if jax.process_index() == 0:
+      io.write_jsonl(os.path.join(directory, "eval.jsonl"),
+                     [{**row, "heldout": rung.heldout} for row in rows])
+
+
+def run_rungs(config: ml_collections.ConfigDict, workdir: str, *, train: bool = True,
+              evaluate: bool = True) -> None:
+  """Trains and/or evaluates every selected rung, skipping finished work, and prints a ladder ETA
+  from FLOPs. With worker processes (`pool_size`) the rungs run concurrently, largest FLOPs
+  first, each trained then evaluated by one worker; else one after another, in ladder order."""
+  runner = RungRunner(config, workdir)
+  chosen = selected(config.ladder, list(runner.rungs.values()))
+  jobs, cost = [], {}
+  for rung in chosen:
+    directory, label = rung_dir(workdir, rung), runner.labels[rung.id]
+    trained = os.path.exists(os.path.join(directory, "train_done.json"))
+    if train:
+      _check_fingerprint(directory, _training_fingerprint(rung_config(config, rung)), rung)
+      cost[rung.id] = _rung_flops(config, rung, runner.tokenizer.padded_vocab_size)
+      if trained:
+        print(f"{label}trained already; skipping", flush=True)
+    elif not trained:
+      raise FileNotFoundError(f"rung {rung.id} has not finished training ({directory}); run the "
+                              "'train' stage first")
+    evaluated = os.path.exists(os.path.join(directory, "eval.jsonl"))
+    if evaluate and evaluated:
+      print(f"{label}evaluated already; skipping", flush=True)
+    job = {"rung": rung.id, "train": train and not trained, "eval": evaluate and not evaluated}
+    if job["train"] or job["eval"]:
+      jobs.append(job)
   total = sum(cost.values())
-  done_flops, timed_flops, spent, summaries = 0.0, 0.0, 0.0, []
-  for i, rung in enumerate(rungs, 1):
-    directory = rung_dir(workdir, rung)
-    cfg = rung_config(config, rung)
-    label = f"[{i}/{len(rungs)} {rung.id}] "
-    _check_fingerprint(directory, _training_fingerprint(cfg), rung)
-    if os.path.exists(os.path.join(directory, "train_done.json")):
-      print(f"{label}trained already; skipping", flush=True)
-      summaries.append(io.read_json(os.path.join(directory, "train_done.json")))
-      done_flops += cost[rung.id]
-      continue
-    eta = (f", ladder ETA {metrics.fmt_duration(spent / timed_flops * (total - done_flops))}"
-           if spent else "")
-    print(f"{label}training ({cost[rung.id] / total:.0%} of the ladder's FLOPs{eta})", flush=True)
-    start = time.perf_counter()
-    summaries.append(train.train(cfg, directory, label=label))
-    spent += time.perf_counter() - start
-    done_flops += cost[rung.id]
-    timed_flops += cost[rung.id]
-  return summaries
+  eta = _Eta(total, total - sum(cost[j["rung"]] for j in jobs if j["train"]))
+
+  def on_start(job: dict) -> None:
+    if job["train"]:
+      print(f"{runner.labels[job['rung']]}training ({cost[job['rung']] / total:.0%} of the "
+            f"ladder's FLOPs{eta.text()})", flush=True)
+
+  def on_done(job: dict) -> None:
+    if job["train"]:
+      eta.add(cost[job["rung"]])
+
+  n = pool_size(config)
+  if not n:
+    for job in jobs:
+      on_start(job)
+      runner.run(job["rung"], train=job["train"], evaluate=job["eval"])
+      on_done(job)
+    return
+  if any(job["train"] for job in jobs):  # tokenize once here, not in every worker
+    data.make_train_dataset(config.data, runner.tokenizer, seed=config.seed,
+                            mixture_sources=data.task_sources(config.data, config.tasks))
+    data.make_eval_batches(config.data, runner.tokenizer, batch_size=1, max_batches=1)
+  jobs.sort(key=lambda j: -cost.get(j["rung"], 0.0) if j["train"] else 0.0)
+  pool = workers.Pool(min(n, len(jobs)), config, workdir) if jobs else None
+  if pool is None:
+    return
+  ok = False
+  try:
+    pool.run(jobs, on_start, on_done)
+    ok = True
+  finally:
+    pool.close(kill=not ok)
+
+
+class _Eta:
+  """The ladder's remaining time from the FLOPs trained per second of wall time in this run."""
+
+  def __init__(self, total: float, done: float):
+    self.total, self.done, self.timed = total, done, 0.0
+    self.t0 = time.perf_counter()
+
+  def add(self, flops_done: float) -> None:
+    self.done += flops_done
+    self.timed += flops_done
+
+  def text(self) -> str:
+    if not self.timed:
+      return ""
+    rate = self.timed / (time.perf_counter() - self.t0)
+    return f", ladder ETA {metrics.fmt_duration((self.total - self.done) / rate)}"
+
+
+def run_train(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
+  """Trains every selected rung (`run_rungs`); returns their train_done.json summaries."""
+  run_rungs(config, workdir, train=True, evaluate=False)
+  return [io.read_json(os.path.join(rung_dir(workdir, r), "train_done.json"))
+          for r in selected(config.ladder, parse_rungs(config))]
 
 
 def _rung_flops(config, rung: Rung, vocab_size: int) -> float:
-  plan = train.plan_run(rung_config(config, rung), vocab_size)
+  plan = train_lib.plan_run(rung_config(config, rung), vocab_size)
   return flops.train_flops_per_token(plan.model, config.data.seq_len) * plan.tokens
 
 
-def run_eval(config: ml_collections.ConfigDict, workdir: str) -> None:
-  """Evaluates every selected trained rung (skipping evaluated ones); once every rung of the ladder
-  is evaluated, writes rungs.jsonl and results.jsonl."""
+def run_eval(config: ml_collections.ConfigDict, workdir: str, *, train: bool = False) -> None:
+  """Evaluates every selected trained rung (`run_rungs`; with `train`, training them first);
+  once every rung of the ladder is evaluated, writes rungs.jsonl and results.jsonl."""
+  run_rungs(config, workdir, train=train, evaluate=True)
   rungs = parse_rungs(config)
-  todo = {r.id for r in selected(config.ladder, rungs)}
-  tokenizer = load_tokenizer(io.resolve_path(config.data.tokenizer))
-  task_objs = [tasks.get_task(name, config.tasks.get(name)) for name in config.eval.tasks]
-  for i, rung in enumerate(rungs, 1):
-    if rung.id not in todo:
-      continue
-    directory = rung_dir(workdir, rung)
-    done_path = os.path.join(directory, "train_done.json")
-    eval_path = os.path.join(directory, "eval.jsonl")
-    if not os.path.exists(done_path):
-      raise FileNotFoundError(f"rung {rung.id} has not finished training ({directory}); run the "
-                              "'train' stage first")
-    summary = io.read_json(done_path)
-    label = f"[{i}/{len(rungs)} {rung.id}] "
-    if os.path.exists(eval_path):
-      print(f"{label}evaluated already; skipping", flush=True)
-    else:
-      cfg = rung_config(config, rung)
-      model_cfg, params, mesh = train.load_params(cfg, directory, tokenizer)
-      print(f"{label}evaluating {len(task_objs)} tasks", flush=True)
-      rows = evaluate.evaluate(model_cfg, params, tokenizer, task_objs, config.eval,
-                               model_id=rung.id, N=summary["N"], D=summary["D"], mesh=mesh)
-      if jax.process_index() == 0:
-        io.write_jsonl(eval_path, [{**row, "heldout": rung.heldout} for row in rows])
   missing = [r.id for r in rungs
              if not os.path.exists(os.path.join(rung_dir(workdir, r), "eval.jsonl"))]
   if missing:

@@ -16,7 +16,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
 import numpy as np  # noqa: E402
 
-from t2jax import io, passk  # noqa: E402
+from t2jax import io, passk, validate  # noqa: E402
 from t2jax.fit import inputs as inputs_lib  # noqa: E402
 from t2jax.fit import planning  # noqa: E402
 from t2jax.laws import chinchilla, table  # noqa: E402
@@ -59,43 +59,81 @@ def _as_float(iv: dict) -> dict:
 
 # ------------------------------------------------------------------------------- figures
 
+_FITTED = dict(color="0.85", lw=0, zorder=0)  # the fitted rows' range, shaded
+_BOUND = dict(color="0.5", ls="--", lw=0.8)  # the planner's N bounds
+
+
+def _n_region(ax, plan: dict, axis: str) -> None:
+  """Shades the fitted model sizes and draws the planner's N bounds along `axis` ("x" or "y")."""
+  r, b = plan["fitted_range"], plan["n_bounds"]
+  (ax.axvspan if axis == "x" else ax.axhspan)(r["N_min"], r["N_max"], label="fitted N", **_FITTED)
+  if b["bounded"]:
+    for n in (b["N_min"], b["N_max"]):
+      (ax.axvline if axis == "x" else ax.axhline)(n, **_BOUND)
+
+
 def fig_isoflop(plan: dict, law: str, fig_dir: str) -> str:
+  """Accuracy vs N at each C: k = 1, then one panel per C_inf with the T2 optimum marked."""
   p = plan["laws"][law]
   c_infs = plan["inference_budgets"]
-  fig, axes = plt.subplots(1, 1 + len(c_infs), figsize=(4.2 * (1 + len(c_infs)), 3.6),
-                           squeeze=False, sharey=True)
+  fig, axes = plt.subplots(1, 1 + len(c_infs), figsize=(4 * (1 + len(c_infs)), 3.8), squeeze=False,
+                           sharey=True, layout="constrained")
+  colors = {curve["C"]: f"C{j}" for j, curve in enumerate(p["isoflop"])}
   for curve in p["isoflop"]:
-    N = np.asarray(curve["N"])
-    _band(axes[0, 0], N, _as_float(curve["k1"]), f"C={curve['C']:.0e}")
+    N, color = np.asarray(curve["N"]), colors[curve["C"]]
+    _band(axes[0, 0], N, _as_float(curve["k1"]), f"C = {curve['C']:.0e}", color=color)
     for i, iv in enumerate(curve["by_inference"]):
-      _band(axes[0, 1 + i], N, _as_float(iv), f"C={curve['C']:.0e}")
-  axes[0, 0].set_title("training only (k = 1)")
+      _band(axes[0, 1 + i], N, _as_float(iv), f"C = {curve['C']:.0e}", color=color)
+  for e in p["inference"]:
+    ax = axes[0, 1 + c_infs.index(e["C_inf"])]
+    ax.plot(e["N"]["median"], e["accuracy"]["median"], "o", color=colors[e["C"]], mec="k", ms=6)
+  axes[0, 0].set_title("k = 1, no inference cost", fontsize=10)
   for i, c_inf in enumerate(c_infs):
-    axes[0, 1 + i].set_title(f"with inference: C_inf = {c_inf:.0e}, k = C_inf/(2N)")
+    axes[0, 1 + i].set_title(f"C_inf = {c_inf:.0e}, k = ⌊C_inf/2N⌋", fontsize=10)
   for ax in axes[0]:
-    ax.set_xscale("log")
-    ax.set_xlabel("N (parameters), D = C/(6N)")
+    _n_region(ax, plan, "x")
+    ax.set(xscale="log", xlabel="N (parameters), D = C/(6N)")
   axes[0, 0].set_ylabel(f"predicted accuracy ({law})")
   axes[0, 0].legend(fontsize=7)
-  fig.suptitle("IsoFLOP curves (median, 90% band)")
+  fig.suptitle("IsoFLOP curves (median, 90% band; dots: T2 optimum; grey: fitted N; dashed: "
+               "N search bounds)", fontsize=10)
   return _save(fig, fig_dir, "isoflop")
 
 
 def fig_frontier(plan: dict, law: str, fig_dir: str) -> str:
+  """N* and D*/N* vs C: one column per C_inf, T2 (band) against training-only and Chinchilla."""
   f = plan["laws"][law]["frontier"]
+  r = plan["fitted_range"]
   C = np.asarray(f["C"])
-  fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-  for key, ax, ylabel in (("N", axes[0], "N* (parameters)"),
-                          ("tokens_per_param", axes[1], "D*/N* (tokens per parameter)")):
+  c_infs = f["inference_budgets"]
+  fig, axes = plt.subplots(2, len(c_infs), figsize=(4 * len(c_infs), 6.4), squeeze=False,
+                           sharex=True, sharey="row", layout="constrained")
+  rows = (("N", "N* (parameters)"), ("tokens_per_param", "D*/N* (tokens per parameter)"))
+  for row, (key, ylabel) in enumerate(rows):
     t2 = _as_float(f["t2"][key])
-    for i, c_inf in enumerate(f["inference_budgets"]):
-      _band(ax, C, {k: v[i] for k, v in t2.items()}, f"T2, C_inf={c_inf:.0e}")
-    _band(ax, C, _as_float(f["training_only"][key]), "training only (k=1)", color="k", ls=":")
-    if "chinchilla" in f:
-      _band(ax, C, _as_float(f["chinchilla"][key]), "Chinchilla (val loss)", color="k", ls="--")
-    ax.set(xscale="log", yscale="log", xlabel="training budget C (FLOPs)", ylabel=ylabel)
-  axes[0].legend(fontsize=7)
-  fig.suptitle(f"T2 frontier ({law}; median, 90% band)")
+    for i, c_inf in enumerate(c_infs):
+      ax = axes[row, i]
+      if key == "N":
+        _n_region(ax, plan, "y")
+      else:
+        ax.axhspan(r["tokens_per_param_min"], r["tokens_per_param_max"], label="fitted D/N",
+                   **_FITTED)
+      ax.axvline(r["compute_max"], color="0.3", ls=":", lw=1, label="largest fitted 6ND")
+      _band(ax, C, {k: v[i] for k, v in t2.items()}, "T2 (with inference)", color="C0", lw=2)
+      ax.plot(C, _as_float(f["training_only"][key])["median"], color="C1", lw=1.5,
+              label="training only (k = 1)")
+      if "chinchilla" in f:
+        ax.plot(C, _as_float(f["chinchilla"][key])["median"], color="k", ls="--", lw=1.5,
+                label="Chinchilla (val loss)")
+      ax.set(xscale="log", yscale="log")
+      if row == 0:
+        ax.set_title(f"C_inf = {c_inf:.0e}", fontsize=10)
+      else:
+        ax.set_xlabel("training budget C (FLOPs)")
+    axes[row, 0].set_ylabel(ylabel)
+  axes[0, 0].legend(fontsize=7)
+  axes[1, 0].legend(fontsize=7)
+  fig.suptitle(f"T2 frontier ({law}; median, 90% band for T2)", fontsize=11)
   return _save(fig, fig_dir, "frontier")
 
 
@@ -200,45 +238,102 @@ def fig_extrapolation(extrapolation: dict, fig_dir: str) -> str:
 
 # -------------------------------------------------------------------------------- markdown
 
+def _beyond(x: dict) -> bool:
+  """Whether an extrapolation dict lies beyond the fitted range."""
+  return any(v is not None and v > 1 for v in x.values())
+
+
+def _factors(x: dict) -> str:
+  """"D/N ×f, C ×g" of an extrapolation dict, with † beyond the fitted range."""
+  return (f"D/N ×{_num(x['tokens_per_param_factor'])}, C ×{_num(x['compute_factor'])}"
+          + (" †" if _beyond(x) else ""))
+
+
+def _flags(e: dict) -> str:
+  """" (… feasible, … at the grid edge, … at the N bound)" where any applies."""
+  parts = [f"{e['feasible_fraction']:.0%} feasible"] if e["feasible_fraction"] < 1 else []
+  parts += [f"{e[key]:.0%} {what}" for key, what in (("at_grid_edge_fraction", "at the grid edge"),
+                                                   ("at_n_bound_fraction", "at the N bound"))
+            if e[key] > 0]
+  return f" ({', '.join(parts)})" if parts else ""
+
+
+def _baseline(b: dict) -> str:
+  return _iv(b["N"]) + (" †" if _beyond(b["extrapolation"]) else "")
+
+
 def _plan_table(plan: dict, law: str) -> list:
   has_chin = "chinchilla" in plan["laws"][law]["inference"][0]
   head = ("| C (FLOPs) | C_inf = 2Nk | train N* | on D* tokens | D*/N* | sample k* | "
-          "predicted accuracy | training-only N (k=1) | its accuracy at C_inf |")
+          "predicted accuracy | beyond the fit | training-only N (k=1) | its accuracy at C_inf |")
   lines = [head + (" Chinchilla N_opt | its accuracy at C_inf |" if has_chin else ""),
-           "|" + "---|" * (9 + 2 * has_chin)]
+           "|" + "---|" * (10 + 2 * has_chin)]
   for e in plan["laws"][law]["inference"]:
-    cells = [f"{e['C']:.0e}", f"{e['C_inf']:.0e}", _iv(e["N"]), _iv(e["D"]),
+    cells = [f"{e['C']:.0e}", f"{e['C_inf']:.0e}", _iv(e["N"]) + _flags(e), _iv(e["D"]),
              _iv(e["tokens_per_param"]), _iv(e["k"]), _iv(e["accuracy"]),
-             _iv(e["training_only"]["N"]), _iv(e["training_only"]["accuracy"])]
+             _factors(e["extrapolation"]), _baseline(e["training_only"]),
+             _iv(e["training_only"]["accuracy"])]
     if has_chin:
-      cells += [_iv(e["chinchilla"]["N"]), _iv(e["chinchilla"]["accuracy"])]
-    if e["feasible_fraction"] < 1 or e["at_grid_edge_fraction"] > 0:
-      cells[2] += (f" ({e['feasible_fraction']:.0%} feasible, "
-                   f"{e['at_grid_edge_fraction']:.0%} at the grid edge)")
+      cells += [_baseline(e["chinchilla"]), _iv(e["chinchilla"]["accuracy"])]
     lines.append("| " + " | ".join(cells) + " |")
+  return lines
+
+
+def _per_task_table(plan: dict, law: str) -> list:
+  """Each task's own optimum per (C, C_inf); † where its D*/N* is beyond the fitted D/N."""
+  tpp_max = plan["fitted_range"]["tokens_per_param_max"]
+  lines = ["| C (FLOPs) | C_inf | task | train N* | D*/N* | sample k* | predicted accuracy |",
+           "|---|---|---|---|---|---|---|"]
+  for e in plan["laws"][law]["inference"]:
+    for task, t in e["per_task"].items():
+      tpp = t["tokens_per_param"]
+      mark = " †" if tpp["median"] is not None and tpp["median"] > tpp_max else ""
+      lines.append(f"| {e['C']:.0e} | {e['C_inf']:.0e} | {task} | {_iv(t['N'])}{_flags(t)} | "
+                   f"{_iv(tpp)}{mark} | {_iv(t['k'])} | {_iv(t['accuracy'])} |")
   return lines
 
 
 def _lifecycle_table(plan: dict, law: str) -> list:
   lines = ["| C (FLOPs, lifecycle) | queries Q | train N* | on D* tokens | D*/N* | sample k* | "
-           "predicted accuracy |", "|---|---|---|---|---|---|---|"]
+           "predicted accuracy | beyond the fit |", "|---|---|---|---|---|---|---|---|"]
   for e in plan["laws"][law]["lifecycle"]:
-    n = _iv(e["N"])
-    if e["feasible_fraction"] < 1 or e["at_grid_edge_fraction"] > 0:
-      n += (f" ({e['feasible_fraction']:.0%} feasible, "
-            f"{e['at_grid_edge_fraction']:.0%} at the grid edge)")
-    lines.append(f"| {e['C']:.0e} | {e['queries']:.0e} | {n} | {_iv(e['D'])} | "
-                 f"{_iv(e['tokens_per_param'])} | {_iv(e['k'])} | {_iv(e['accuracy'])} |")
+    lines.append(f"| {e['C']:.0e} | {e['queries']:.0e} | {_iv(e['N'])}{_flags(e)} | {_iv(e['D'])} | "
+                 f"{_iv(e['tokens_per_param'])} | {_iv(e['k'])} | {_iv(e['accuracy'])} | "
+                 f"{_factors(e['extrapolation'])} |")
   return lines
 
 
-def _markdown(fit: dict, plan: dict, figures: dict, extrapolation: dict) -> str:
+def _range_notes(plan: dict) -> list:
+  """The N search range and the † footnote."""
+  r, b = plan["fitted_range"], plan["n_bounds"]
+  fitted = f"{_num(r['N_min'])} … {_num(r['N_max'])}"
+  if b["bounded"]:
+    where = (f"N* is searched within [{_num(b['N_min'])}, {_num(b['N_max'])}], the fitted model "
+             f"sizes ({fitted}) ×/÷ {b['n_range_factor']:g} (`n_range_factor`); \"at the N bound\" "
+             "marks draws whose optimum sits on that bound (the law would pick a size further out).")
+  else:
+    where = f"N* is searched without bounds (`bound_n=False`); the fitted sizes are {fitted}."
+  return [where + " † beyond the fitted range: \"beyond the fit\" gives the median D*/N* over the "
+          f"largest fitted D/N ({_num(r['tokens_per_param_max'])}) and the training compute 6N*D* "
+          f"over the largest fitted 6ND ({_num(r['compute_max'])}); > 1 is extrapolation (overtraining "
+          "beyond the fitted D/N is T2's point: see the held-out extrapolation below for how far "
+          "the law holds)."]
+
+
+def _markdown(fit: dict, plan: dict, figures: dict, extrapolation: dict,
+              validation_md: list[str]) -> str:
   law = plan["primary"]
   lines = ["# T2 scaling report", ""]
   if not fit["converged"]:
     bad = [name for name, d in fit["diagnostics"].items() if not d["converged"]]
     lines += [f"**Warning: the NUTS chains of {', '.join(bad)} did not converge (kept with "
               "`allow_unconverged`); their intervals are not trustworthy. See Diagnostics.**", ""]
+  if law is not None and not plan["n_bounds"]["bounded"]:
+    r = plan["fitted_range"]
+    lines += [f"**Warning: N* was searched without bounds (`bound_n=False`); plans outside the "
+              f"fitted model sizes ({_num(r['N_min'])} … {_num(r['N_max'])}) extrapolate the law in "
+              "N. Set `bound_n=True` to keep N* near the data.**", ""]
+  lines += validation_md + ([""] if validation_md else [])
   if law is not None:
     p = plan["laws"][law]
     lines += [
@@ -247,16 +342,18 @@ def _markdown(fit: dict, plan: dict, figures: dict, extrapolation: dict) -> str:
         "(k = ⌊C_inf/(2N)⌋ samples per query): the posterior median and [90% interval] over "
         f"{p['num_draws']} posterior draws, each optimised separately. The training-only columns "
         "are the choice that ignores inference (k = 1) and its accuracy when it is sampled with "
-        "the same C_inf.", ""] + _plan_table(plan, law)
+        "the same C_inf.", ""] + _plan_table(plan, law) + [""] + _range_notes(plan)
+    lines += ["", "Per task: each task's own optimum (the table above maximises the mean over tasks "
+              f"{', '.join(p['tasks'])}):", ""] + _per_task_table(plan, law)
     lifecycle = p["lifecycle_settings"]
     lines += ["", f"Lifecycle budget (C = 6ND + Q·2N·(T_prompt + k·T_gen), T_prompt = "
               f"{lifecycle['prompt_tokens']:g}, T_gen = {lifecycle['gen_tokens']:g}, the prompt "
               "encoded once per query):", ""] + _lifecycle_table(plan, law)
   if plan.get("chinchilla"):
     lines += ["", "## Chinchilla optimum (validation loss, training only)", "",
-              "| C (FLOPs) | N_opt | D_opt | D/N |", "|---|---|---|---|"]
-    lines += [f"| {e['C']:.0e} | {_iv(e['N'])} | {_iv(e['D'])} | {_iv(e['tokens_per_param'])} |"
-              for e in plan["chinchilla"]]
+              "| C (FLOPs) | N_opt | D_opt | D/N | beyond the fit |", "|---|---|---|---|---|"]
+    lines += [f"| {e['C']:.0e} | {_iv(e['N'])} | {_iv(e['D'])} | {_iv(e['tokens_per_param'])} | "
+              f"{_factors(e['extrapolation'])} |" for e in plan["chinchilla"]]
   lines += ["", "## Figures", ""]
   lines += [f"![{name}]({path})" for name, path in figures.items()]
   lines += ["", "## Extrapolation to held-out rungs", ""]
@@ -318,7 +415,8 @@ def write_report(workdir: str) -> str:
   if extrapolation["rows"]:
     figures["extrapolation"] = fig_extrapolation(extrapolation, fig_dir)
   path = os.path.join(out_dir, "report.md")
-  io.write_text(path, _markdown(fit, plan, figures, extrapolation))
+  validation, validation_md = validate.report_section(workdir)
+  io.write_text(path, _markdown(fit, plan, figures, extrapolation, validation_md))
   headline = plan["laws"][law]["inference"] if law is not None else plan.get("chinchilla", [])
   io.write_json(os.path.join(out_dir, "summary.json"), {
       "law": law, "plan": headline,
@@ -327,5 +425,5 @@ def write_report(workdir: str) -> str:
       "diagnostics": {name: {k: d[k] for k in ("rhat_max", "ess_min", "num_divergences",
                                                "converged", "problems")}
                       for name, d in fit["diagnostics"].items()},
-      "converged": fit["converged"], "figures": figures})
+      "converged": fit["converged"], "validation": validation, "figures": figures})
   return path

@@ -6,11 +6,13 @@ padded rows. With another vocabulary N changes (the head is V·d_model) and the 
 """
 
 import dataclasses
+import math
 
-from t2jax.model import ModelConfig
+from t2jax.model import ModelConfig, count_params
 
 # name: (d_model, n_layers, n_heads, d_ff)
 SIZES = {
+    "cpu-30k": (12, 2, 2, 32),  # below the cpu ladder's sizes: a validate stage choice
     "cpu-40k": (16, 2, 2, 48),
     "cpu-60k": (24, 2, 2, 64),
     "cpu-90k": (32, 2, 2, 96),
@@ -49,3 +51,27 @@ def model_config(size: str, *, vocab_size: int, max_seq_len: int, **overrides) -
   cfg = ModelConfig(vocab_size=vocab_size, d_model=d_model, n_layers=n_layers, n_heads=n_heads,
                     d_ff=d_ff, max_seq_len=max_seq_len)
   return dataclasses.replace(cfg, **overrides).validate()
+
+
+def family(size: str) -> str:
+  """The size family of a name: "cpu" for `cpu-*`, "t2" for `t2-*`."""
+  return size.partition("-")[0]
+
+
+def family_sizes(family_name: str, vocab_size: int) -> dict:
+  """{name: N} of every size of a family at `vocab_size`."""
+  counts = {name: count_params(model_config(name, vocab_size=vocab_size, max_seq_len=1))["N"]
+            for name in SIZES if family(name) == family_name}
+  if not counts:
+    raise ValueError(f"size family {family_name!r} has no sizes; choose one of "
+                     f"{sorted({family(name) for name in SIZES})}")
+  return counts
+
+
+def nearest_size(N: float, vocab_size: int, family_name: str) -> tuple[str, int]:
+  """The size of `family_name` whose N at `vocab_size` is nearest to N in log N, with that N."""
+  if not N > 0:
+    raise ValueError(f"nearest_size: N={N} must be a positive number of parameters")
+  counts = family_sizes(family_name, vocab_size)
+  name = min(counts, key=lambda s: abs(math.log(counts[s] / N)))
+  return name, counts[name]

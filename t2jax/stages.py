@@ -1,5 +1,5 @@
-"""The stages of a run, in order: train → eval → fit → plan → report. Each reads and writes files
-in one directory only, so any stage can be rerun alone.
+"""The stages of a run, in order: train → eval → fit → plan → validate → report. Each reads and
+writes files in one directory only, so any stage can be rerun alone.
 
   stages.run(config, workdir, parse_stages("eval,fit"))         # `python -m t2jax.launch`
   stages.run_analysis(("fit", "plan", "report"), out_dir, fit_cfg,
@@ -13,8 +13,9 @@ import ml_collections
 
 from t2jax import ladder
 
-STAGES = ("train", "eval", "fit", "plan", "report")
-ANALYSIS_STAGES = ("fit", "plan", "report")  # single-process: they read tables, not checkpoints
+STAGES = ("train", "eval", "fit", "plan", "validate", "report")
+ANALYSIS_STAGES = ("fit", "plan", "report")  # they read tables, not checkpoints
+SINGLE_PROCESS_STAGES = ANALYSIS_STAGES + ("validate",)  # validate trains on one host's devices
 
 
 def parse_stages(text: str) -> list[str]:
@@ -27,22 +28,25 @@ def parse_stages(text: str) -> list[str]:
 
 
 def run(config: ml_collections.ConfigDict, workdir: str, stages: Sequence[str]) -> None:
-  """Runs `stages` of the ladder in `config` on `workdir`; in a multi-process run the analysis
-  stages are skipped, with a message saying how to run them."""
-  analysis = [s for s in stages if s in ANALYSIS_STAGES]
-  if analysis and jax.process_count() > 1:
+  """Runs `stages` of the ladder in `config` on `workdir`; in a multi-process run the
+  single-process stages are skipped, with a message saying how to run them."""
+  single = [s for s in stages if s in SINGLE_PROCESS_STAGES]
+  if single and jax.process_count() > 1:
     # Other processes would wait at jax's shutdown barrier, which times out on a long fit.
-    print(f"skipping {', '.join(analysis)} in this {jax.process_count()}-process run; run "
-          f"--stages={','.join(analysis)} afterwards as a single process", flush=True)
-    analysis = []
+    print(f"skipping {', '.join(single)} in this {jax.process_count()}-process run; run "
+          f"--stages={','.join(single)} afterwards as a single process", flush=True)
+    stages = [s for s in stages if s not in single]
   for stage in stages:
+    if stage in ANALYSIS_STAGES:
+      run_analysis([stage], workdir, config.fit)
+      continue
+    _banner(stage)
     if stage == "train":
-      _banner(stage)
       ladder.run_train(config, workdir)
     elif stage == "eval":
-      _banner(stage)
       ladder.run_eval(config, workdir)
-  run_analysis(analysis, workdir, config.fit)
+    else:
+      validate_stage(config, workdir)
 
 
 def run_analysis(stages: Sequence[str], out_dir: str, fit_cfg: ml_collections.ConfigDict, *,
@@ -74,6 +78,12 @@ def plan_stage(out_dir: str, fit_cfg: ml_collections.ConfigDict):
   """Posterior draws through the planner → out_dir/plan/plan.json."""
   from t2jax.fit import planning  # imported here, as in fit_stage
   return planning.plan_dir(out_dir, fit_cfg)
+
+
+def validate_stage(config: ml_collections.ConfigDict, workdir: str):
+  """The plan's choices trained, sampled at their k and measured → workdir/validate/."""
+  from t2jax import validate  # imported here, as in fit_stage
+  return validate.run_validate(config, workdir)
 
 
 def report_stage(out_dir: str) -> str:

@@ -186,30 +186,43 @@ def create_state(model_cfg: ModelConfig, tx, shardings: TrainState, seed: int) -
   return jax.jit(init, out_shardings=shardings)(jax.random.key(seed))
 
 
-def cross_entropy(logits_BxLxV: jax.Array, targets_BxL: jax.Array) -> jax.Array:
-  """Mean next-token cross entropy in fp32 (nats/token)."""
-  return optax.softmax_cross_entropy_with_integer_labels(
-      logits_BxLxV.astype(jnp.float32), targets_BxL).mean()
+def cross_entropy(logits_BxLxV: jax.Array, targets_BxL: jax.Array,
+                  mask_BxL: jax.Array | None = None) -> jax.Array:
+  """Mean next-token cross entropy in fp32 (nats/token), over the targets where `mask_BxL` is
+  set (None: every target)."""
+  ce_BxL = optax.softmax_cross_entropy_with_integer_labels(
+      logits_BxLxV.astype(jnp.float32), targets_BxL)
+  if mask_BxL is None:
+    return ce_BxL.mean()
+  weight_BxL = mask_BxL.astype(jnp.float32)
+  return (ce_BxL * weight_BxL).sum() / jnp.maximum(weight_BxL.sum(), 1.0)
 
 
-def loss_fn(model_cfg: ModelConfig, params, tokens_BxL1: jax.Array) -> jax.Array:
+def loss_fn(model_cfg: ModelConfig, params, tokens_BxL1: jax.Array,
+            mask_BxL: jax.Array | None = None) -> jax.Array:
+  """Next-token loss of `tokens_BxL1`; `mask_BxL` selects the targets `tokens_BxL1[:, 1:]` that
+  count (None: all of them, as in pretraining)."""
   logits_BxLxV = Transformer(model_cfg).apply({"params": params}, tokens_BxL1[:, :-1])
-  return cross_entropy(logits_BxLxV, tokens_BxL1[:, 1:])
+  return cross_entropy(logits_BxLxV, tokens_BxL1[:, 1:], mask_BxL)
 
 
-def loss_and_grads(model_cfg: ModelConfig, params, tokens_BxL1, grad_accum: int = 1):
-  """Loss and gradients, averaged over `grad_accum` equal micro-batches (scanned)."""
-  grad_fn = jax.value_and_grad(lambda p, t: loss_fn(model_cfg, p, t))
+def loss_and_grads(model_cfg: ModelConfig, params, tokens_BxL1, grad_accum: int = 1,
+                   mask_BxL=None):
+  """Loss and gradients, averaged over `grad_accum` equal micro-batches (scanned); with a target
+  mask each micro-batch's masked mean counts equally."""
+  grad_fn = jax.value_and_grad(lambda p, t, m: loss_fn(model_cfg, p, t, m))
   if grad_accum == 1:
-    return grad_fn(params, tokens_BxL1)
+    return grad_fn(params, tokens_BxL1, mask_BxL)
   micro_AxBxL1 = tokens_BxL1.reshape(grad_accum, -1, tokens_BxL1.shape[-1])
+  micro_mask_AxBxL = None if mask_BxL is None else mask_BxL.reshape(
+      grad_accum, -1, mask_BxL.shape[-1])
 
-  def body(carry, micro_BxL1):
-    loss, grads = grad_fn(params, micro_BxL1)
+  def body(carry, micro):
+    loss, grads = grad_fn(params, *micro)
     return jax.tree.map(jnp.add, carry, (loss, grads)), None
 
   zeros = (jnp.zeros((), jnp.float32), jax.tree.map(jnp.zeros_like, params))
-  (loss, grads), _ = jax.lax.scan(body, zeros, micro_AxBxL1)
+  (loss, grads), _ = jax.lax.scan(body, zeros, (micro_AxBxL1, micro_mask_AxBxL))
   return jax.tree.map(lambda x: x / grad_accum, (loss, grads))
 
 

@@ -7,7 +7,7 @@ import sys
 import pytest
 
 import helpers
-from t2jax import config_check, launch, ladder, stages
+from t2jax import config_check, launch, ladder, stages, train
 
 REPO = helpers.REPO
 
@@ -49,12 +49,23 @@ def _set(config, field, value):
     ("data.mixture", (("arithmatic", 0.1),), r"data.mixture\[0\]='arithmatic'.*'arithmetic'"),
     ("train.log_every", 0, r"train.log_every=0"),
     ("train.mesh", (2, -1, -1), r"train.mesh=\(2, -1, -1\)"),
+    ("validate.choices", ("t2", "chinchila"), r"validate.choices\[1\]='chinchila' is unknown"),
+    ("validate.choices", (), r"validate.choices is empty"),
+    ("validate.budgets", ((1e8, 1e6),), r"validate.budgets\[0\]=\(1e\+08, 1e\+06\): C is below "
+     r"one training step"),
+    ("validate.budgets", ((2e10, 1e4),), r"validate.budgets\[0\].*C_inf < 2·N"),
+    ("validate.budgets", ((2e10, 1e12),), r"k = 94\d+ > validate.max_k=1024"),
+    ("validate.budgets", ((2e10,),), r"validate.budgets\[0\]=\(20000000000.0,\): give a \(C, C_inf\) pair"),
+    ("validate.num_questions", 5000, r"validate.num_questions=5000: .*found only"),
+    ("validate.max_k", 0, r"validate.max_k=0"),
+    ("fit.laws", "approach2", r"validate.choices has 'chinchilla' but fit.laws='approach2'"),
 ])
 def test_bad_setting_fails_before_any_rung_trains(tmp_path, monkeypatch, field, value, match):
   config = helpers.ladder_config("smoke")
   config.workdir = str(tmp_path / "wd")
   _set(config, field, value)
   monkeypatch.setattr(ladder, "run_train", lambda *a: pytest.fail("a rung started training"))
+  monkeypatch.setattr(train, "train", lambda *a, **k: pytest.fail("a model started training"))
   with pytest.raises(ValueError, match=match):
     launch.run(config, stages.STAGES)
   assert not os.path.exists(config.workdir)
@@ -71,6 +82,7 @@ def test_check_run_covers_a_single_training_run():
 
 def test_parse_stages():
   assert stages.parse_stages("report, fit,train") == ["train", "fit", "report"]
+  assert stages.parse_stages("report,validate,plan") == ["plan", "validate", "report"]
   with pytest.raises(ValueError, match="unknown stage"):
     stages.parse_stages("train,evaluate")
   with pytest.raises(ValueError, match="not an analysis stage"):

@@ -14,7 +14,7 @@ from t2jax.tokenizer import train_bpe
 TEXTS = ["Q: 3+4-1=? A: 6\nThe quick brown fox jumps over the lazy dog.\n\nQuestion: where is "
          "the cat? Answer: on the mat.", "A man, a plan, a canal: Panama! 0123456789"] * 20
 SCHEMA = {"schema_version", "model_id", "N", "D", "task", "question_id", "n", "c", "nll",
-          "nll_per_token", "gold_tokens", "samples"}
+          "nll_per_token", "gold_tokens", "chance", "guessable", "samples"}
 
 
 @pytest.fixture(scope="module")
@@ -29,6 +29,7 @@ class FixedTask(Task):
   """Given questions; a completion is correct when it equals the gold answer."""
   name = "fixed"
   num_choices = 0
+  guessable = False
   stop_strings = ("\n",)
   max_new_tokens = 8
 
@@ -71,9 +72,16 @@ def test_greedy_counts_nll_and_schema(setup):
   nll, count = sampler.score(prompts, [greedy[0][0], " A"])
   for row, want_nll, want_count in zip(rows, nll, count):
     assert (row["n"], row["N"], row["D"], row["task"]) == (4, 123.0, 456.0, "fixed")
+    assert (row["chance"], row["guessable"]) == (0.0, False)
     np.testing.assert_allclose(row["nll"], want_nll, rtol=1e-6)
     assert row["gold_tokens"] == want_count
     np.testing.assert_allclose(row["nll_per_token"], want_nll / want_count, rtol=1e-6)
+  # A lettered task: a guesser passes 1/num_choices, so the rows say so for the fit.
+  lettered = FixedTask(task.questions()[1:])
+  lettered.num_choices, lettered.guessable = 2, True
+  rows = evaluate.evaluate(model_cfg, params, tokenizer, [lettered],
+                           _config(temperature=0.0, num_samples=1), model_id="tiny", N=1.0, D=2.0)
+  assert [(r["chance"], r["guessable"]) for r in rows] == [(0.5, True)]
 
 
 def test_samples_do_not_depend_on_batching_or_question_count(setup, capsys):

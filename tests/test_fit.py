@@ -11,7 +11,8 @@ from absl import flags
 from t2jax import fit, io
 from t2jax.fit import __main__ as cli_lib
 from t2jax.fit import fitting, planning
-from t2jax.laws import chinchilla, posterior, simulate
+from t2jax.fit import inputs as inputs_lib
+from t2jax.laws import chinchilla, posterior, simulate, table
 
 TINY = dict(num_chains=2, num_warmup=20, num_samples=20, max_plan_draws=8, allow_unconverged=True,
             retries=0, budgets=(1e18, 1e20), inference_budgets=(1e9, 1e11), queries=(1e6, 1e9))
@@ -204,3 +205,57 @@ def test_cli_fits_a_user_loss_table(workdir, tmp_path, monkeypatch):
   assert plan["primary"] is None and [e["C"] for e in plan["chinchilla"]] == [1e19, 1e21]
   text = (tmp_path / "out" / "report" / "report.md").read_text()
   assert "## Chinchilla optimum" in text and "| 1e+21 |" in text
+
+
+def _task_rows(task="sciq", **columns):
+  rows = simulate.approach2_rows([1e7, 2e7, 4e7], [2e8, 4e8, 8e8],
+                                 tasks={task: simulate.APPROACH2_TASKS["mc4"]}, num_questions=20,
+                                 n=8, seed=0)
+  return [dict(row, **columns) for row in rows]
+
+
+def test_guessable_task_is_refused_for_the_accuracy_laws(tmp_path):
+  """A lettered task (`guessable` rows, as evaluate writes them) would plan k > 1 on a task a fixed
+  letter passes: refused, naming it and the fixes, before anything is written."""
+  path = str(tmp_path / "results.jsonl")
+  io.write_jsonl(path, _task_rows(chance=0.25, guessable=True))
+  with pytest.raises(ValueError, match=r"tasks \['sciq'\] are guessable.*tasks.sciq.format='cloze'"
+                     r".*drop them from eval.tasks.*--config.laws=chinchilla"):
+    fitting.fit_tables(path, None, str(tmp_path / "out"), tiny_config())
+  assert sorted(os.listdir(tmp_path)) == ["results.jsonl"]
+
+
+def test_chance_floors_come_from_the_rows(tmp_path):
+  """A lettered task's floor is the rows' chance (1/num_choices), whatever the registry's default
+  format; the `floors` setting overrides it; tables without the columns use the registry."""
+  rows = table.results_from_rows(*_columns(_task_rows(chance=0.25, guessable=True)), "mem")
+  assert inputs_lib.task_properties(rows, "") == ({"sciq": 0.25}, ["sciq"])
+  assert inputs_lib.task_properties(rows, "sciq=0.2") == ({"sciq": 0.2}, ["sciq"])
+  cloze = table.results_from_rows(*_columns(_task_rows()), "mem")  # older table: the registry
+  assert inputs_lib.task_properties(cloze, "") == ({"sciq": 0.0}, [])
+  mixed = _task_rows(chance=0.0, guessable=False)
+  mixed[0].update(chance=0.25, guessable=True)
+  with pytest.raises(ValueError, match=r"task 'sciq' rows disagree on `chance`.*tasks.sciq.format"):
+    inputs_lib.task_properties(table.results_from_rows(*_columns(mixed), "mem"), "")
+  path = str(tmp_path / "results.jsonl")
+  io.write_jsonl(path, _task_rows(task="mytask"))  # unregistered, no columns: floor 0, loads
+  loaded = inputs_lib.load_inputs(path, None, tiny_config())
+  assert loaded.floors == {"mytask": 0.0} and "approach2" in loaded.laws
+
+
+def _columns(rows):
+  return sorted({k for row in rows for k in row}), rows
+
+
+def test_approach1_needs_identifiable_targets(tmp_path):
+  """n = 1 everywhere: no question is solved in some but not all samples, so the targets from
+  samples are censored for every model and Approach 1 is skipped, saying why; from NLLs it fits."""
+  rows = [dict(row, n=1, c=min(row["c"], 1)) for row in _task_rows(task="mytask")]
+  path = str(tmp_path / "results.jsonl")
+  io.write_jsonl(path, rows)
+  loaded = inputs_lib.load_inputs(path, None, tiny_config())
+  assert loaded.laws == ("approach2",) and "['mytask']: fewer than 2" in loaded.skipped["approach1"]
+  assert "k_grid" in inputs_lib.load_inputs(path, None, tiny_config(accuracy="nll")).skipped[
+      "approach1"]
+  assert "approach1" in inputs_lib.load_inputs(path, None, tiny_config(accuracy="nll",
+                                                                       k_grid=(1, 4))).laws

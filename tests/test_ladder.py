@@ -3,6 +3,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import jax
 import jax.numpy as jnp
@@ -97,30 +98,96 @@ def test_config_typo_fails_before_any_work(tmp_path):
   assert not (tmp_path / "wd").exists()
 
 
+def _tiny_ladder(workdir, workers):
+  """Three rungs of 10-20 steps, one task of 4 questions × 2 samples."""
+  config = helpers.ladder_config("smoke")
+  config.workdir = str(workdir)
+  config.ladder.rungs = ("cpu-40k@1", "cpu-40k@2", "cpu-60k@1")
+  config.ladder.workers = workers
+  config.train.eval_batches = 1
+  config.eval.tasks = ("arithmetic",)
+  config.eval.num_questions = 4
+  config.eval.num_samples = 2
+  return config
+
+
+def test_workers_give_the_same_tables_as_one_worker(tmp_path, capfd):
+  tables = {}
+  for workers in (2, 1):
+    config = _tiny_ladder(tmp_path / f"w{workers}", workers)
+    ladder.run_eval(config, config.workdir, train=True)
+    tables[workers] = [(tmp_path / f"w{workers}" / name).read_bytes()
+                       for name in ("rungs.jsonl", "results.jsonl")]
+  assert tables[2] == tables[1]
+  out = capfd.readouterr().out
+  assert "[3/3 cpu-60k@1] training (" in out and "[2/3 cpu-40k@2] step 20/20" in out
+  assert "[1/3 cpu-40k@1] evaluating 1 tasks" in out
+
+
+def test_a_failing_worker_names_its_rung(tmp_path):
+  config = _tiny_ladder(tmp_path, 2)
+  rung = ladder.parse_rungs(config)[1]
+  os.makedirs(ladder.rung_dir(str(tmp_path), rung))
+  io.write_json(os.path.join(ladder.rung_dir(str(tmp_path), rung), "train_done.json"),
+                {"N": 1, "D": 1})  # "trained", but without a checkpoint to evaluate
+  config.ladder.only = "1"
+  with pytest.raises(ladder.workers.WorkerError, match=r"rung cpu-40k@2 failed(.|\n)*Traceback"):
+    ladder.run_eval(config, str(tmp_path))
+
+
+def test_workers_must_be_a_count():
+  config = helpers.ladder_config("smoke")
+  config.ladder.workers = -2
+  with pytest.raises(ValueError, match="ladder.workers=-2"):
+    ladder.parse_rungs(config)
+
+
+def _workers_of(launcher_pid: int) -> list[int]:
+  """Live processes started by the launcher `launcher_pid` as ladder workers."""
+  found = []
+  for pid in filter(str.isdigit, os.listdir("/proc")):
+    try:
+      with open(f"/proc/{pid}/environ", "rb") as f:
+        if f"T2JAX_LAUNCHER_PID={launcher_pid}".encode() in f.read().split(b"\0"):
+          found.append(int(pid))
+    except OSError:
+      pass
+  return found
+
+
 @pytest.mark.slow
 def test_smoke_ladder_survives_sigkill_and_finishes_without_retraining(tmp_path):
   workdir = tmp_path / "smoke"
   cmd, env = _launch(workdir, f"--config.data.cache_dir={tmp_path / 'cache'}")
   proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True)
-  lines = []
+  lines, killed = [], None
   for line in proc.stdout:  # kill hard in the middle of the second rung, after its first checkpoint
     lines.append(line)
-    if line.startswith("[2/5") and " step 30/" in line:
+    if line.startswith("[") and " step 30/" in line and _workers_of(proc.pid):
+      killed = line.split("]")[0] + "] "
       os.kill(proc.pid, signal.SIGKILL)
       break
   proc.wait(timeout=60)
   assert proc.returncode == -signal.SIGKILL, "".join(lines)
-  second = workdir / "rungs" / "cpu-40k@4"
-  assert not (second / "train_done.json").exists()
+  for _ in range(50):  # the workers die with the launcher (PR_SET_PDEATHSIG)
+    if not _workers_of(proc.pid):
+      break
+    time.sleep(0.1)
+  assert not _workers_of(proc.pid), "ladder workers outlived their launcher"
+  rung_ids = [r.id for r in ladder.parse_rungs(helpers.ladder_config("smoke"))]
+  trained = [i for i, rid in enumerate(rung_ids)
+             if (workdir / "rungs" / rid / "train_done.json").exists()]
+  assert not (workdir / "rungs" / killed.split()[1][:-1] / "train_done.json").exists()
 
   out = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
   assert out.returncode == 0, out.stdout + out.stderr
-  assert "[1/5 cpu-40k@2] trained already; skipping" in out.stdout
-  assert "[2/5 cpu-40k@4] resumed from checkpoint at step 20" in out.stdout
+  for i in trained:
+    assert f"[{i + 1}/5 {rung_ids[i]}] trained already; skipping" in out.stdout
+  assert f"{killed}resumed from checkpoint at step 20" in out.stdout
   rungs = [json.loads(l) for l in open(workdir / "rungs.jsonl")]
-  assert [r["model_id"] for r in rungs] == ["cpu-40k@2", "cpu-40k@4", "cpu-40k@8", "cpu-60k@2",
-                                            "cpu-60k@4"]
+  assert [r["model_id"] for r in rungs] == rung_ids == ["cpu-40k@2", "cpu-40k@4", "cpu-40k@8",
+                                                        "cpu-60k@2", "cpu-60k@4"]
   assert [r["heldout"] for r in rungs] == [False, False, True, False, False]
   results = [json.loads(l) for l in open(workdir / "results.jsonl")]
   assert len(results) == 5 * 2 * 16 and all(r["n"] == 8 for r in results)

@@ -173,3 +173,34 @@ def test_bad_inputs_raise():
     opt.SearchGrid(min_tokens_per_param=10.0, max_tokens_per_param=1.0)
   with pytest.raises(ValueError, match="leading draw axis"):
     opt.frontier(beta_law, {"E": np.ones(3), "A": np.ones(2)}, [1e20], [1e9])
+
+
+def test_n_bound_clips_the_search_and_is_flagged():
+  C = np.array([1e20, 1e21])
+  n_min = 10 * chinchilla_n_opt(CHIN, C).max()  # the optimum lies far below the fitted sizes
+  grid = opt.SearchGrid(n_min=n_min / 2, n_max=4 * n_min)
+  out = opt.training_only_frontier(chinchilla_law, opt.as_draws(CHIN), C, grid=grid)
+  np.testing.assert_allclose(out["N"][0], n_min / 2, rtol=1e-6)
+  assert out["at_n_bound"].all() and not out["at_grid_edge"].any()
+  far = opt.SearchGrid(n_min=1e13, n_max=1e14)  # above the whole tokens-per-parameter range
+  out = opt.training_only_frontier(chinchilla_law, opt.as_draws(CHIN), C, grid=far)
+  np.testing.assert_allclose(out["N"][0], 1e13, rtol=1e-9)
+  assert out["at_n_bound"].all() and not out["at_grid_edge"].any()
+  t2 = opt.frontier(beta_law, opt.as_draws(BETA), C, [1e12], grid)
+  assert (t2["N"] >= n_min / 2 * (1 - 1e-9)).all() and t2["at_n_bound"].all()
+  assert not t2["at_grid_edge"].any()
+  life = opt.lifecycle_frontier(beta_law, opt.as_draws(BETA), C, [1e6], 64.0, 16.0, grid)
+  assert (life["N"] >= n_min / 2 * (1 - 1e-9)).all() and life["at_n_bound"].all()
+  free = opt.frontier(beta_law, opt.as_draws(BETA), C, [1e12])  # unbounded: far below the bound
+  assert (free["N"] < n_min / 10).all() and not free["at_n_bound"].any()
+
+
+def test_interior_optimum_is_not_at_the_n_bound():
+  C = np.array([1e20])
+  n_opt = chinchilla_n_opt(CHIN, C)[0]
+  grid = opt.SearchGrid(n_min=n_opt / 10, n_max=n_opt * 10)
+  out = opt.training_only_frontier(chinchilla_law, opt.as_draws(CHIN), C, grid=grid)
+  np.testing.assert_allclose(out["N"][0], n_opt, rtol=1e-5)
+  assert not out["at_n_bound"].any() and not out["at_grid_edge"].any()
+  with pytest.raises(ValueError, match="n_min < n_max"):
+    opt.SearchGrid(n_min=2.0, n_max=1.0)

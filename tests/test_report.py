@@ -54,3 +54,28 @@ def test_summary_json(written):
   assert set(summary["extrapolation"]) == {"chinchilla", "approach1", "approach2"}
   assert set(summary["figures"]) == set(report.FIGURES)
   assert set(summary["diagnostics"]) == {"chinchilla", "approach1/gen", "approach2"}
+
+
+def test_report_marks_extrapolation_and_per_task_optima(written):
+  workdir, path = written
+  text = open(path).read()
+  lines = text.splitlines()
+  header = next(line for line in lines if line.startswith("| C (FLOPs) | C_inf = 2Nk |"))
+  assert "beyond the fit" in header
+  rows = lines[lines.index(header) + 2:lines.index(header) + 6]
+  assert all("D/N ×" in row for row in rows)
+  assert any(row.count("†") for row in rows if row.startswith("| 1e+20 "))  # C beyond the fitted 6ND
+  assert "† beyond the fitted range" in text and "N* is searched within [" in text
+  per_task = next(line for line in lines if line.startswith("| C (FLOPs) | C_inf | task |"))
+  assert lines[lines.index(per_task) + 2].split(" | ")[2] == "gen"
+  assert "searched without bounds" not in text
+
+
+def test_unbounded_plan_warns(written):
+  workdir, _ = written
+  fit, _ = report.planning.load_posteriors(workdir)
+  plan = io.read_json(os.path.join(workdir, "plan", "plan.json"))
+  plan["n_bounds"] = dict(plan["n_bounds"], bounded=False)
+  text = report._markdown(fit, plan, {}, io.read_json(os.path.join(workdir, "fit",
+                                                                  "extrapolation.json")), [])
+  assert "**Warning: N* was searched without bounds (`bound_n=False`)" in text

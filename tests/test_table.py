@@ -121,3 +121,16 @@ def test_duplicates_counts_and_missing_observations_rejected(tmp_path):
 def test_unknown_extension_and_empty_table(tmp_path):
   assert "use .csv or .jsonl" in _error(lambda: table.load_table(_csv(tmp_path, "N\n", "t.txt")))
   assert "no data rows" in _error(lambda: table.load_table(_csv(tmp_path, "N,D,loss\n")))
+
+
+def test_optional_task_properties_columns(tmp_path):
+  rows = [dict(N=n, D=20 * n, task="sciq", question_id="q1", n=4, c=1, chance=0.25, guessable=True)
+          for n in (1e6, 1e7)]
+  t = table.load_results(_jsonl(tmp_path, rows))
+  np.testing.assert_array_equal(t.chance, [0.25, 0.25])
+  np.testing.assert_array_equal(t.guessable, [1.0, 1.0])
+  old = table.load_table(_csv(tmp_path, RESULTS_CSV))  # no such columns: NaN, for the caller
+  assert np.isnan(old.chance).all() and np.isnan(old.guessable).all()
+  rows[1].update(chance=1.0, guessable="maybe")
+  msg = _error(lambda: table.load_results(_jsonl(tmp_path, rows, "bad.jsonl")))
+  assert "`chance` >= 1 in data rows 2;" in msg and "`guessable` not a boolean in data rows 2;" in msg

@@ -33,6 +33,8 @@ def default_config() -> ml_collections.ConfigDict:
   cfg.prompt_tokens = 128.0  # lifecycle: prompt tokens, encoded once per query
   cfg.gen_tokens = 32.0  # lifecycle: generated tokens per sample
   cfg.max_plan_draws = 400  # posterior draws pushed through the planner (thinned evenly)
+  cfg.bound_n = True  # search N only within the fitted model sizes ×/÷ n_range_factor
+  cfg.n_range_factor = 2.0  # N* in [N_min/f, f·N_max] of the fitted models (with bound_n)
   return cfg
 
 
@@ -81,6 +83,13 @@ def check_config(cfg) -> None:
   if cfg.prompt_tokens < 0 or cfg.gen_tokens <= 0:
     raise ValueError(f"fit config: need prompt_tokens >= 0 and gen_tokens > 0, got "
                      f"{cfg.prompt_tokens}, {cfg.gen_tokens}")
+  if not isinstance(cfg.bound_n, bool):
+    raise ValueError(f"fit config `bound_n`={cfg.bound_n!r} must be True or False "
+                     "(--config.bound_n=False lifts the bound on N)")
+  if not (np.isfinite(cfg.n_range_factor) and cfg.n_range_factor >= 1.0):
+    raise ValueError(f"fit config `n_range_factor`={cfg.n_range_factor!r} must be a finite number "
+                     ">= 1 (N* within [N_min/f, f·N_max] of the fitted models; 2 is the default); "
+                     "to lift the bound use --config.bound_n=False")
   parse_floors(cfg.floors)
 
 

@@ -47,14 +47,20 @@ def _fit_chinchilla(losses, cfg):
 
 
 def _fit_approach1(results, cfg):
-  tables = approach1.table_from_results(results, k_grid=config_lib.k_grid(cfg))
+  tables = approach1.table_from_results(results, k_grid=config_lib.k_grid(cfg),
+                                        source=cfg.accuracy)
   point, fits = {}, {}
   for task, t in tables.items():
     num_k = len(np.unique(t.k))
-    config_lib.log(f"approach1 [{task}]: {len(t.k) // num_k} models × {num_k} k")
+    config_lib.log(f"approach1 [{task}]: {len(t.k) // num_k} models × {num_k} k (targets from "
+                   f"{cfg.accuracy})")
+    if t.censored:
+      config_lib.log(f"approach1 [{task}]: {len(t.censored)} models censored (their samples do "
+                     f"not identify T(k)), left out: {t.censored}")
     fits[task] = approach1.fit(t.N, t.D, t.k, t.loss)
     point[task] = {"params": fits[task].params, "objective": fits[task].objective,
-                   "k_grid": np.unique(t.k), "num_near_best_starts": fits[task].num_near_best}
+                   "k_grid": np.unique(t.k), "num_near_best_starts": fits[task].num_near_best,
+                   "censored": t.censored}
 
   def sample(scale):
     return {f"approach1/{task}": approach1.sample_posterior(
@@ -64,8 +70,8 @@ def _fit_approach1(results, cfg):
   return point, sample
 
 
-def _fit_approach2(results, cfg):
-  data = approach2.prepare(results, floors=inputs_lib.task_floors(results.tasks, cfg.floors))
+def _fit_approach2(results, floors, cfg):
+  data = approach2.prepare(results, floors=floors)
   mle = approach2.fit_mle(data)
   point = {"tasks": list(data.tasks), "floors": dict(zip(data.tasks, data.floor_T)),
            "params": {name: dict(zip(data.tasks, v.tolist())) for name, v in mle.items()}}
@@ -108,7 +114,7 @@ def fit_tables(results_path: str, rungs_path: Optional[str], out_dir: str, cfg) 
                  if inputs.results is not None else None)
   fitters = {"chinchilla": lambda: _fit_chinchilla(inputs.losses, cfg),
              "approach1": lambda: _fit_approach1(fit_results, cfg),
-             "approach2": lambda: _fit_approach2(fit_results, cfg)}
+             "approach2": lambda: _fit_approach2(fit_results, inputs.floors, cfg)}
   diagnostics = {}
   for law in inputs.laws:
     t0 = time.time()

@@ -1,5 +1,10 @@
 """The fit's inputs: tables read and validated, held-out rows, chance floors, the laws to fit.
 
+A task's chance floor and whether it is guessable come from the results rows (`chance`,
+`guessable`, as the task was evaluated), else from the registry's default task (older tables).
+A guessable task (one fixed answer passes >= 10%, e.g. lettered multiple choice) is refused for
+the accuracy laws: pass@k -> 1 for any model, and the planner always weighs k > 1.
+
 Nothing is written here: bad tables or settings raise ValueError (file, data rows, fix) before any
 stage writes a file. Imports numpy only (through `laws.table` and `io`).
 """
@@ -21,6 +26,7 @@ class Inputs:
   results_heldout: Optional[np.ndarray]  # bool per results row
   laws: tuple
   skipped: dict  # law (or 'task NAME') -> why it is not fitted
+  floors: dict  # task -> chance accuracy (Approach 2's floor)
 
 
 def is_heldout(tokens_per_param, max_tokens_per_param: float) -> np.ndarray:
@@ -33,20 +39,38 @@ def heldout_mask(N, D, max_tokens_per_param: float) -> np.ndarray:
   return is_heldout(np.asarray(D) / np.asarray(N), max_tokens_per_param)
 
 
-def task_floors(task_names, text: str) -> dict:
-  """Chance accuracy per task: `floors` first, then 1/num_choices of a registered task, else 0."""
+def _registry_properties(name: str) -> tuple:
+  """(chance, guessable) of the registry's default task `name`; (0, False) if not registered."""
   from t2jax import tasks as tasks_lib  # the registry is only needed for registered task names
-  given = config_lib.parse_floors(text)
-  floors = {}
-  for name in task_names:
-    if name in given:
-      floors[name] = given[name]
-    elif name in tasks_lib.task_names():
-      choices = tasks_lib.get_task(name).num_choices
-      floors[name] = 1.0 / choices if choices else 0.0
-    else:
-      floors[name] = 0.0
-  return floors
+  if name not in tasks_lib.task_names():
+    return 0.0, False
+  task = tasks_lib.get_task(name)
+  return (1.0 / task.num_choices if task.num_choices else 0.0), bool(task.guessable)
+
+
+def task_properties(results: table_lib.ResultsTable, floors_text: str) -> tuple:
+  """({task: chance floor}, [guessable tasks]) from the rows' `chance` and `guessable` (rows
+  without them: the registry's default task); the `floors` setting overrides the floor. Raises
+  when a task's rows disagree (models evaluated in different formats)."""
+  given = config_lib.parse_floors(floors_text)
+  floors, guessable = {}, []
+  for name in results.tasks:
+    mask = results.task == name
+    chance_R, guessable_R = results.chance[mask], results.guessable[mask]
+    if not (np.isfinite(chance_R).all() and np.isfinite(guessable_R).all()):
+      chance, is_guessable = _registry_properties(name)
+      chance_R = np.where(np.isfinite(chance_R), chance_R, chance)
+      guessable_R = np.where(np.isfinite(guessable_R), guessable_R, float(is_guessable))
+    for field, values in (("chance", chance_R), ("guessable", guessable_R)):
+      if np.unique(values).size > 1 and not (field == "chance" and name in given):
+        raise ValueError(f"{results.source}: task {name!r} rows disagree on `{field}` "
+                         f"({np.unique(values).tolist()}; rows without the column take the "
+                         "registry's default task), as when models were evaluated in different "
+                         f"formats; evaluate every model in one format (tasks.{name}.format)")
+    floors[name] = given.get(name, float(chance_R[0]))
+    if guessable_R[0]:
+      guessable.append(name)
+  return floors, guessable
 
 
 def _flags(rows, name: str, source: str) -> np.ndarray:
@@ -112,11 +136,20 @@ def load_inputs(results_path: str, rungs_path: Optional[str], cfg) -> Inputs:
   if losses is not None and len(np.unique(losses.fit_rows().N)) < 2:
     raise ValueError(f"{losses.source}: the rungs kept for the fit (not held out) cover fewer than "
                      "2 model sizes; raise fit_max_tokens_per_param or add rungs")
+  floors, guessable = task_properties(results, cfg.floors) if results is not None else ({}, [])
   left_out = {}
   if results is not None and cfg.accuracy == "samples":
     results, heldout_R, left_out = _drop_unsolved_tasks(results, heldout_R)
   laws, skipped = _choose_laws(losses, results, heldout_R, cfg)
-  return Inputs(losses, results, heldout_R, laws, {**skipped, **left_out})
+  accuracy_laws = [law for law in laws if law != "chinchilla"]
+  if guessable and accuracy_laws:
+    raise ValueError(
+        f"{results_path}: tasks {guessable} are guessable (one fixed answer passes >= 10% of "
+        f"questions, e.g. lettered multiple choice): pass@k -> 1 for any model, and {accuracy_laws} "
+        "would plan k > 1 (the planner's inference budgets); evaluate them in cloze form: "
+        + ", ".join(f"tasks.{name}.format='cloze'" for name in guessable)
+        + "; or drop them from eval.tasks; or fit only chinchilla (--config.laws=chinchilla)")
+  return Inputs(losses, results, heldout_R, laws, {**skipped, **left_out}, floors)
 
 
 def describe(inputs: Inputs, results_path: str, rungs_path: Optional[str]) -> dict:
@@ -167,6 +200,14 @@ def _drop_unsolved_tasks(results, heldout_R) -> tuple:
   return results.select(keep_R), heldout_R[keep_R], left_out
 
 
+def _unidentified_tasks(fit_rows) -> list:
+  """Tasks whose Approach-1 targets from samples (`laws.targets`) exist for fewer than 2 model
+  sizes: a model × task is identified when some question has 0 < c < n."""
+  interior_R = (fit_rows.c > 0) & (fit_rows.c < fit_rows.n)
+  return [t for t in fit_rows.tasks
+          if np.unique(fit_rows.N[interior_R & (fit_rows.task == t)]).size < 2]
+
+
 def _choose_laws(losses, results, heldout_R, cfg) -> tuple:
   """The laws to fit and why the others are not; requested but impossible laws raise."""
   why = {}
@@ -176,9 +217,20 @@ def _choose_laws(losses, results, heldout_R, cfg) -> tuple:
     why["approach1"] = why["approach2"] = "no per-question results table"
   else:
     fit_rows = results.select(~heldout_R)
-    if not cfg.k_grid and not fit_rows.sampled.all():
-      why["approach1"] = ("some rows have no samples (n, c) to bound k; set --config.k_grid, "
-                          "e.g. '(1, 2, 4, 8)'")
+    unidentified = _unidentified_tasks(fit_rows)
+    if cfg.accuracy == "nll":
+      if not cfg.k_grid:
+        why["approach1"] = ("accuracy='nll' leaves no sample count n to bound k; set "
+                            "--config.k_grid, e.g. '(1, 2, 4, 8)'")
+    elif not results.sampled.all():
+      why["approach1"] = ("some rows have no samples (n, c) for the targets from samples; use "
+                          "--config.accuracy=nll (p = exp(-nll)) with --config.k_grid")
+    elif unidentified:
+      why["approach1"] = (
+          f"tasks {unidentified}: fewer than 2 fitted model sizes have a question "
+          "solved in some but not all of its samples, which the targets need (a task's Beta over "
+          "questions is not identified otherwise); sample more (eval.num_samples), or use "
+          "--config.accuracy=nll with --config.k_grid")
     if not fit_rows.has_nll.all():
       why["approach2"] = "some rows have no gold-answer `nll` for the task loss"
   requested = config_lib.requested_laws(cfg)

@@ -1,7 +1,9 @@
 """Extrapolation: posterior predictions for the held-out rows against what was observed.
 
 Each approach is scored on its own target: Chinchilla the loss, Approach 1 the task-mean
-−log pass@k, Approach 2 the task-mean pass@k (observed: `passk.observed_passk`).
+−log pass@k (observed: the fit's own estimator, `approach1.table_from_results` with the same
+`accuracy` source; censored held-out models are listed, not scored), Approach 2 the task-mean
+pass@k (observed: `passk.observed_passk`).
 """
 
 import numpy as np
@@ -33,8 +35,9 @@ def _model_task_groups(results):
 
 def score_heldout(inputs: inputs_lib.Inputs, posts: dict, cfg) -> dict:
   """Posterior predictions for the held-out rows against what was observed, per approach:
-  {"summary": {approach: errors and interval coverage}, "rows": one per scored point}."""
-  rows = []
+  {"summary": {approach: errors and interval coverage}, "rows": one per scored point,
+  "approach1_censored": held-out model × tasks whose targets are censored (not scored)}."""
+  rows, censored = [], []
   if "chinchilla" in inputs.laws and inputs.losses.heldout.any():
     held = inputs.losses.heldout
     N, D = inputs.losses.N[held], inputs.losses.D[held]
@@ -45,12 +48,16 @@ def score_heldout(inputs: inputs_lib.Inputs, posts: dict, cfg) -> dict:
     held = inputs.results.select(inputs.results_heldout)
     groups = _model_task_groups(held)
     if "approach1" in inputs.laws:
-      tables = approach1.table_from_results(held, k_grid=config_lib.k_grid(cfg))
+      tables = approach1.table_from_results(held, k_grid=config_lib.k_grid(cfg),
+                                            source=cfg.accuracy)
       for task, t in tables.items():
+        censored += [dict(task=task, model_id=m, status=s) for m, s in t.censored.items()]
+        if not len(t.loss):
+          continue
         pred = np.asarray(approach1.neg_log_passk(posts[f"approach1/{task}"].draws, t.N, t.D, t.k))
         rows += _scored("approach1", "neg_log_passk", t.loss, pred,
-                        [dict(task=task, N=float(n), D=float(d), k=float(k))
-                         for n, d, k in zip(t.N, t.D, t.k)])
+                        [dict(model_id=m, task=task, N=float(n), D=float(d), k=float(k))
+                         for m, n, d, k in zip(t.model_id, t.N, t.D, t.k)])
     if "approach2" in inputs.laws:
       draws = posts["approach2"].draws
       tasks = list(posts["approach2"].meta["tasks"])
@@ -76,4 +83,4 @@ def score_heldout(inputs: inputs_lib.Inputs, posts: dict, cfg) -> dict:
                            "median_abs_rel_error": float(np.median(errors)),
                            "max_abs_rel_error": float(errors.max()),
                            "interval_coverage": float(np.mean(covered))}
-  return {"summary": summary, "rows": rows}
+  return {"summary": summary, "rows": rows, "approach1_censored": censored}

@@ -1,17 +1,14 @@
 """Approach 1 (loss-based T2): L̂(N, D, k) = E + A/N^α + B/D^β + G/k^γ.
 
-Fitted, per task, to the average over questions of −log pass@k_i on a grid of k. The fit is the
-Chinchilla machinery (`optim.fit_power_sum`, Huber on log-loss, batched L-BFGS from a grid) with
-k as a third feature; the posterior is NumPyro NUTS on the same power sum (log L̂ observed
+Fitted, per task, to T(k) = E_i[−log pass@k_i], the average over questions on a grid of k. The fit
+is the Chinchilla machinery (`optim.fit_power_sum`, Huber on log-loss, batched L-BFGS from a grid)
+with k as a third feature; the posterior is NumPyro NUTS on the same power sum (log L̂ observed
 with Normal noise), warm-started at the point fit.
 
-Per-question pass@k_i (`question_neg_log_passk`):
-- sampled questions (n ≥ 1): the posterior mean of 1 − (1 − p)^k under the Jeffreys posterior
-  p ~ Beta(c + ½, n − c + ½). The plug-in (c/n) and the unbiased estimator both give pass@k = 0
-  whenever c = 0, which makes −log pass@k infinite for every question a model never solved (the
-  common case for small models); the Jeffreys mean is finite, within O(1/n) of the unbiased
-  estimator when c is not small, and uses the same Beta algebra as Approach 2.
-- NLL-only questions: p_i = exp(−nll_i) and pass@k_i = 1 − (1 − p_i)^k.
+The target per model × task (`table_from_results`) is `targets.task_targets`: from samples, the
+Beta-binomial MLE over the model's questions integrated (consistent in n, unlike a per-question
+posterior); from gold NLLs, p_i = exp(−nll_i) exactly. A model whose samples do not identify T(k)
+(never solved, always solved, no spread) is censored: left out of its task's table and listed.
 """
 
 import dataclasses
@@ -19,11 +16,11 @@ from typing import Optional
 
 import jax.numpy as jnp
 import numpy as np
-from scipy import special
 
 from t2jax.laws import optim
 from t2jax.laws import posterior as posterior_lib
 from t2jax.laws import table as table_lib
+from t2jax.laws import targets as targets_lib
 
 # A thinned Hoffmann grid over the seven parameters (2,592 starts; the full one would be 135,000).
 GRID = {
@@ -40,12 +37,14 @@ _THETA_NAMES = ("e", "log_A", "log_B", "log_G", "alpha", "beta", "gamma")
 
 @dataclasses.dataclass(frozen=True)
 class Approach1Table:
-  """One task's fitting table: one row per model × k, arrays of shape (R,)."""
+  """One task's fitting table: one row per identified model × k, arrays of shape (R,)."""
   task: str
+  model_id: np.ndarray  # str
   N: np.ndarray
   D: np.ndarray
   k: np.ndarray
-  loss: np.ndarray  # mean over the task's questions of −log pass@k_i
+  loss: np.ndarray  # T(k): the model's mean over the task's questions of −log pass@k_i
+  censored: dict  # model_id -> status ("no_success", "all_success", "no_spread"): left out
 
 
 def default_k_grid(n_max: int) -> np.ndarray:
@@ -53,21 +52,10 @@ def default_k_grid(n_max: int) -> np.ndarray:
   return 2 ** np.arange(int(np.floor(np.log2(n_max))) + 1)
 
 
-def question_neg_log_passk(n_Q, c_Q, nll_Q, k_K) -> np.ndarray:
-  """−log pass@k per question and k, shape (Q, K); see the module docstring for the estimators."""
-  n_Q, c_Q, nll_Q = (np.asarray(v, np.float64)[:, None] for v in (n_Q, c_Q, nll_Q))
-  k_K = np.asarray(k_K, np.float64)[None, :]
-  a, b = c_Q + 0.5, n_Q - c_Q + 0.5
-  log_fail_sampled = special.betaln(a, b + k_K) - special.betaln(a, b)
-  with np.errstate(divide="ignore", invalid="ignore"):
-    log_fail_nll = k_K * np.log1p(-np.exp(-nll_Q))
-  log_fail = np.where(n_Q > 0, log_fail_sampled, log_fail_nll)
-  return -np.log(-np.expm1(log_fail))
-
-
-def table_from_results(results: table_lib.ResultsTable, *,
-                       k_grid: Optional[np.ndarray] = None) -> dict:
-  """Per task: the Approach-1 table (model × k means of −log pass@k_i). Returns {task: table}.
+def table_from_results(results: table_lib.ResultsTable, *, k_grid: Optional[np.ndarray] = None,
+                       source: str = "samples") -> dict:
+  """Per task: the Approach-1 table of T(k) per model (`targets.task_targets` from `source`,
+  "samples" or "nll"). Returns {task: table}; a task whose models are all censored has no rows.
 
   Without `k_grid`, a task's grid is 1, 2, 4, … up to the smallest n among its sampled
   questions, so every point is backed by at least k samples per question.
@@ -79,20 +67,19 @@ def table_from_results(results: table_lib.ResultsTable, *,
       if not rows.sampled.any():
         raise ValueError(f"{results.source}: task {task!r} has no sampled questions (n, c), so "
                          "there is no n to bound k; pass k_grid explicitly")
-      ks = default_k_grid(int(rows.n[rows.sampled].min()))
+      ks = default_k_grid(int(rows.n[rows.sampled].min())).astype(np.float64)
     else:
       ks = np.asarray(k_grid, np.float64)
       if ks.ndim != 1 or not np.all(np.isfinite(ks) & (ks >= 1)):
         raise ValueError(f"k_grid must be a 1-D array of k >= 1, got {k_grid!r}")
-    nlp_QxK = question_neg_log_passk(rows.n, rows.c, rows.nll, ks)
-    models, model_Q = np.unique(rows.model_id, return_inverse=True)
-    counts_M = np.bincount(model_Q, minlength=len(models))
-    mean_MxK = np.stack([np.bincount(model_Q, nlp_QxK[:, j], len(models)) for j in range(len(ks))],
-                        axis=1) / counts_M[:, None]
-    first_M = np.array([np.flatnonzero(model_Q == m)[0] for m in range(len(models))])
+    t = targets_lib.task_targets(rows.model_id, rows.n, rows.c, rows.nll, ks, source=source)
+    keep_M = t.status_G == "ok"
+    first_M = np.array([np.flatnonzero(rows.model_id == m)[0] for m in t.groups[keep_M]], np.int64)
     tables[task] = Approach1Table(
-        task=task, N=np.repeat(rows.N[first_M], len(ks)), D=np.repeat(rows.D[first_M], len(ks)),
-        k=np.tile(np.asarray(ks, np.float64), len(models)), loss=mean_MxK.ravel())
+        task=task, model_id=np.repeat(t.groups[keep_M], len(ks)),
+        N=np.repeat(rows.N[first_M], len(ks)), D=np.repeat(rows.D[first_M], len(ks)),
+        k=np.tile(ks, len(first_M)), loss=t.mean_GxK[keep_M].ravel(),
+        censored=dict(zip(t.groups[~keep_M].tolist(), t.status_G[~keep_M].tolist())))
   return tables
 
 
@@ -139,14 +126,23 @@ def sample_posterior(N, D, k, loss, *, num_chains: int = 2, num_warmup: int = 50
   optim.check_positive_1d("approach1.sample_posterior", N=N, D=D, k=k, loss=loss)
   point = point or fit(N, D, k, loss)
   p = point.params
-  theta = np.array([np.log(p["E"]), np.log(p["A"]), np.log(p["B"]), np.log(p["G"]), p["alpha"],
-                    p["beta"], p["gamma"]])
+  logx = _logx(N, D, k)
+  center_F = logx.mean(axis=0)
+  s_F = np.array([p["alpha"], p["beta"], p["gamma"]])
+  with np.errstate(divide="ignore"):  # E = 0 is clipped by the warm start
+    log_e, log_c_F = np.log(p["E"]), np.log([p["A"], p["B"], p["G"]])
+  # The warm start keeps each term at its fitted value at the data's centre with the exponent in
+  # the posterior's range (0, 2); a term the point fit dropped (coefficient 0, or an exponent in
+  # the thousands on a few rungs) starts at 1e-6 of the smallest loss, not at −inf or overflow.
+  log_term_F = np.maximum(log_c_F - s_F * center_F, np.log(1e-6 * np.min(loss)))
+  s_F = np.clip(s_F, 0.01, 1.95)
+  theta = np.concatenate([[log_e], log_term_F + s_F * center_F, s_F])
 
   def derive(e, logc, s, sigma):
     return dict(E=jnp.exp(e), A=jnp.exp(logc[..., 0]), B=jnp.exp(logc[..., 1]),
                 G=jnp.exp(logc[..., 2]), alpha=s[..., 0], beta=s[..., 1], gamma=s[..., 2],
                 sigma=sigma)
 
-  return optim.sample_power_sum(_logx(N, D, k), loss, theta, derive, num_chains=num_chains,
+  return optim.sample_power_sum(logx, loss, theta, derive, num_chains=num_chains,
                                 num_warmup=num_warmup, num_samples=num_samples, seed=seed,
                                 meta={"law": "approach1"})

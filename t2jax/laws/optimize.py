@@ -13,7 +13,9 @@ Budgets (FLOPs), as in the paper and DESIGN.md section 3:
   the k samples, searched over (N, k) with D = (C − Q·2N·(T_prompt + k·T_gen))/(6N) > 0.
 
 N is searched on a dense log grid, then refined by golden-section search in log N with k held at the
-grid optimum's k (inside the N range where that k is the affordable one). Everything runs in float64.
+grid optimum's k (inside the N range where that k is the affordable one). The grid's N range is the
+tokens-per-parameter range at C intersected with absolute bounds [n_min, n_max] (the planning stage
+sets them around the fitted model sizes). Everything runs in float64.
 """
 
 import dataclasses
@@ -29,21 +31,24 @@ import numpy as np
 Params = Any
 PasskFn = Callable[[Params, jax.Array, jax.Array, jax.Array], jax.Array]
 
-PLAN_KEYS = ("N", "D", "k", "tokens_per_param", "accuracy", "feasible", "at_grid_edge")
+PLAN_KEYS = ("N", "D", "k", "tokens_per_param", "accuracy", "feasible", "at_grid_edge", "at_n_bound")
 _INV_PHI = (math.sqrt(5.0) - 1.0) / 2.0
 
 
 @dataclasses.dataclass(frozen=True)
 class SearchGrid:
-  """Search space. At budget C, N spans the tokens-per-parameter range D/N = C/(6·N²) given here.
+  """Search space. At budget C, N spans the tokens-per-parameter range D/N = C/(6·N²) given here,
+  clipped to [n_min, n_max] (the N bounds win where the two ranges do not overlap).
 
   `num_n` log-spaced N values (the lifecycle search uses `num_n_per_k` per k), then `refine_iters`
   golden-section steps; lifecycle k takes every integer up to `k_dense`, then `num_k` log-spaced
-  integers up to `k_max`. A plan whose optimum sits on an edge of this space is flagged
-  `at_grid_edge` (widen the grid).
+  integers up to `k_max`. An optimum on an N bound is flagged `at_n_bound` (the law would go beyond
+  the sizes it was fitted on); one on another edge of this space `at_grid_edge` (widen the grid).
   """
   min_tokens_per_param: float = 0.1
   max_tokens_per_param: float = 1e7
+  n_min: float = 0.0
+  n_max: float = math.inf
   num_n: int = 400
   num_n_per_k: int = 32
   refine_iters: int = 40
@@ -56,6 +61,9 @@ class SearchGrid:
       raise ValueError(
           f"SearchGrid: need 0 < min_tokens_per_param < max_tokens_per_param, got "
           f"{self.min_tokens_per_param} and {self.max_tokens_per_param}; fix the plan grid settings")
+    if not 0 <= self.n_min < self.n_max:
+      raise ValueError(f"SearchGrid: need 0 <= n_min < n_max, got {self.n_min} and {self.n_max}; "
+                       "fix the N bounds (plan: n_range_factor)")
     for name in ("num_n", "num_n_per_k", "refine_iters", "k_dense", "k_max", "num_k"):
       if getattr(self, name) < 2:
         raise ValueError(f"SearchGrid.{name}={getattr(self, name)} is too small; use at least 2")
@@ -70,10 +78,19 @@ class SearchGrid:
 
 
 def _log_n_range(C, grid: SearchGrid):
-  """log N bounds at budget C from the grid's tokens-per-parameter range."""
+  """(lo, hi, lo_is_n, hi_is_n): log N bounds at budget C, the tokens-per-parameter range clipped to
+  the N bounds; `*_is_n` says that side is an N bound."""
   log_c6 = jnp.log(C / 6.0)
-  return 0.5 * (log_c6 - math.log(grid.max_tokens_per_param)), 0.5 * (
-      log_c6 - math.log(grid.min_tokens_per_param))
+  lo_t = 0.5 * (log_c6 - math.log(grid.max_tokens_per_param))
+  hi_t = 0.5 * (log_c6 - math.log(grid.min_tokens_per_param))
+  log_min = math.log(grid.n_min) if grid.n_min > 0 else -math.inf
+  lo, hi = (jnp.clip(x, log_min, math.log(grid.n_max)) for x in (lo_t, hi_t))
+  return lo, hi, lo != lo_t, hi != hi_t
+
+
+def _edges(at_lo, at_hi, lo_is_n, hi_is_n):
+  """(at_grid_edge, at_n_bound) of an optimum at the low or high end of the N range."""
+  return (at_lo & ~lo_is_n) | (at_hi & ~hi_is_n), (at_lo & lo_is_n) | (at_hi & hi_is_n)
 
 
 def _safe(acc):
@@ -99,7 +116,7 @@ def _golden_max(f, lo, hi, iters):
   return jnp.where(fc >= fd, c, d), jnp.maximum(fc, fd)
 
 
-def _result(N, C_train, k, acc, feasible, edge):
+def _result(N, C_train, k, acc, feasible, edge, n_bound):
   D = C_train / (6.0 * N)
   nan = jnp.nan
   return {
@@ -110,6 +127,7 @@ def _result(N, C_train, k, acc, feasible, edge):
       "accuracy": jnp.where(feasible, acc, nan),
       "feasible": feasible,
       "at_grid_edge": feasible & edge,
+      "at_n_bound": feasible & n_bound,
   }
 
 
@@ -123,8 +141,8 @@ def _grid_then_refine(acc_fn, logn_M, k_M, ok_M, seg_lo_M, seg_hi_M, iters):
   """Argmax of acc_fn(logN, k) over an increasing log N grid, then golden refinement of log N.
 
   k is held at the winner's; refinement stays between the winner's neighbours and inside
-  [seg_lo, seg_hi], where that k remains affordable. Returns (log N, k, acc, feasible, edge), edge
-  meaning the winner is the grid's first or last point.
+  [seg_lo, seg_hi], where that k remains affordable. Returns (log N, k, acc, feasible, at_lo, at_hi),
+  the last two meaning the winner is the grid's first or last point.
   """
   acc_M = jnp.where(ok_M, acc_fn(logn_M, k_M), -jnp.inf)
   i = jnp.argmax(acc_M)
@@ -134,35 +152,40 @@ def _grid_then_refine(acc_fn, logn_M, k_M, ok_M, seg_lo_M, seg_hi_M, iters):
   hi = jnp.minimum(logn_M[jnp.minimum(i + 1, last)], seg_hi_M[i])
   x, fx = _golden_max(lambda logn: acc_fn(logn, k), lo, hi, iters)
   better = fx > acc_grid
+  collapsed = logn_M[last] - logn_M[0] < 1e-9  # a single-point range is at both of its ends
   return (jnp.where(better, x, logn_M[i]), k, jnp.where(better, fx, acc_grid),
-          jnp.isfinite(acc_grid), (i == 0) | (i == last))
+          jnp.isfinite(acc_grid), (i == 0) | collapsed, (i == last) | collapsed)
 
 
 def plan_inference_budget(passk_fn: PasskFn, params: Params, C, C_inf, grid: SearchGrid = SearchGrid()):
   """The paper's setting for one draw: D = C/(6N), k = floor(C_inf/(2N)) >= 1; returns PLAN_KEYS.
 
-  N above C_inf/2 (k < 1) is infeasible; that bound is a constraint, not a grid edge.
+  N above C_inf/2 (k < 1) is infeasible; that bound is a constraint, not a grid edge. The low end
+  counts as reached when the grid's first point wins or when the best N just below the range (the
+  top of the next k's segment) would beat the optimum.
   """
-  lo, hi = _log_n_range(C, grid)
+  lo, hi, lo_is_n, hi_is_n = _log_n_range(C, grid)
   logn_M = jnp.linspace(lo, hi, grid.num_n)
   k_M = jnp.floor(C_inf / (2.0 * jnp.exp(logn_M)) * (1.0 + 1e-12))
   seg_lo_M = jnp.log(C_inf / (2.0 * (k_M + 1.0)))
   seg_hi_M = jnp.log(C_inf / (2.0 * jnp.maximum(k_M, 1.0)))
   acc_fn = lambda logn, k: _accuracy(passk_fn, params, lambda *_: C, logn, k)
-  logn, k, acc, feasible, edge = _grid_then_refine(acc_fn, logn_M, k_M, k_M >= 1, seg_lo_M, seg_hi_M,
-                                                   grid.refine_iters)
-  return _result(jnp.exp(logn), C, k, acc, feasible, edge)
+  logn, k, acc, feasible, at_lo, at_hi = _grid_then_refine(acc_fn, logn_M, k_M, k_M >= 1, seg_lo_M,
+                                                            seg_hi_M, grid.refine_iters)
+  k_below = k_M[0] + 1.0  # below the range, N = C_inf/(2k) is the best size of each k
+  at_lo = at_lo | (acc_fn(jnp.log(C_inf / (2.0 * k_below)), k_below) > acc)
+  return _result(jnp.exp(logn), C, k, acc, feasible, *_edges(at_lo, at_hi, lo_is_n, hi_is_n))
 
 
 def plan_training_only(passk_fn: PasskFn, params: Params, C, k=1.0, grid: SearchGrid = SearchGrid()):
   """Zero inference cost, k fixed: D = C/(6N); with k = 1 this is the Chinchilla optimum."""
-  lo, hi = _log_n_range(C, grid)
+  lo, hi, lo_is_n, hi_is_n = _log_n_range(C, grid)
   logn_M = jnp.linspace(lo, hi, grid.num_n)
   ones = jnp.ones_like(logn_M)
   acc_fn = lambda logn, k: _accuracy(passk_fn, params, lambda *_: C, logn, k)
-  logn, k, acc, feasible, edge = _grid_then_refine(acc_fn, logn_M, k * ones, ones > 0, lo * ones,
-                                                   hi * ones, grid.refine_iters)
-  return _result(jnp.exp(logn), C, k, acc, feasible, edge)
+  logn, k, acc, feasible, at_lo, at_hi = _grid_then_refine(acc_fn, logn_M, k * ones, ones > 0,
+                                                            lo * ones, hi * ones, grid.refine_iters)
+  return _result(jnp.exp(logn), C, k, acc, feasible, *_edges(at_lo, at_hi, lo_is_n, hi_is_n))
 
 
 def plan_lifecycle(passk_fn: PasskFn, params: Params, C, queries, prompt_tokens, gen_tokens,
@@ -172,10 +195,11 @@ def plan_lifecycle(passk_fn: PasskFn, params: Params, C, queries, prompt_tokens,
   For each k on the grid, N runs from the grid's smallest N up to just below N_max(k), where D
   reaches 0, and is refined; then bisection on the profile max_N accuracy(N, k) finds the best integer
   k between the grid neighbours of the best grid k. An optimum at k_max or at either end of the N range
-  is flagged as a grid edge. `k_fixed` pins k (k = 1: no repeated sampling).
+  is flagged as a grid edge (an N bound: `at_n_bound`). `k_fixed` pins k (k = 1: no repeated
+  sampling).
   """
   ks_K = jnp.asarray(grid.ks() if k_fixed is None else [float(k_fixed)])
-  lo, hi = _log_n_range(C, grid)
+  lo, hi, lo_is_n, hi_is_n = _log_n_range(C, grid)
   train_fn = lambda logn, k: C - queries * 2.0 * jnp.exp(logn) * (prompt_tokens + k * gen_tokens)
   acc_fn = lambda logn, k: _accuracy(passk_fn, params, train_fn, logn, k)
 
@@ -184,22 +208,23 @@ def plan_lifecycle(passk_fn: PasskFn, params: Params, C, queries, prompt_tokens,
                                                    1e-300)) - 1e-6)
     logn_M = jnp.linspace(lo, hi_k, grid.num_n_per_k)
     ones = jnp.ones_like(logn_M)
-    return _grid_then_refine(acc_fn, logn_M, k * ones, ones * (hi_k > lo) > 0, lo * ones,
-                             hi_k * ones, grid.refine_iters)
+    logn, k, acc, feasible, at_lo, at_hi = _grid_then_refine(
+        acc_fn, logn_M, k * ones, ones * (hi_k > lo) > 0, lo * ones, hi_k * ones, grid.refine_iters)
+    return (logn, k, acc, feasible) + _edges(at_lo, at_hi, lo_is_n, hi_is_n & (hi_k == hi))
 
-  logn_K, _, acc_K, feasible_K, edge_K = jax.vmap(best_n)(ks_K)
+  logn_K, _, acc_K, feasible_K, edge_K, bound_K = jax.vmap(best_n)(ks_K)
   j = jnp.argmax(jnp.where(feasible_K, acc_K, -jnp.inf))
-  best = (acc_K[j], logn_K[j], ks_K[j], edge_K[j])
+  best = (acc_K[j], logn_K[j], ks_K[j], edge_K[j], bound_K[j])
   if k_fixed is None:  # the best integer k between the grid neighbours of the grid's best k
 
     def bisect(_, state):  # finds the first k in [a, b] whose successor is no better
       a, b, best = state
       mid = jnp.floor(0.5 * (a + b))
       k_2 = jnp.stack([mid + 1.0, mid])
-      logn_2, _, acc_2, _, edge_2 = jax.vmap(best_n)(k_2)
+      logn_2, _, acc_2, _, edge_2, bound_2 = jax.vmap(best_n)(k_2)
       up = acc_2[0] > acc_2[1]
       i = jnp.argmax(acc_2)
-      new = (acc_2[i], logn_2[i], k_2[i], edge_2[i])
+      new = (acc_2[i], logn_2[i], k_2[i], edge_2[i], bound_2[i])
       best = jax.tree_util.tree_map(lambda n, o: jnp.where(new[0] > best[0], n, o), new, best)
       return jnp.where((a < b) & up, mid + 1.0, a), jnp.where((a < b) & ~up, mid, b), best
 
@@ -208,10 +233,10 @@ def plan_lifecycle(passk_fn: PasskFn, params: Params, C, queries, prompt_tokens,
     _, _, best = jax.lax.fori_loop(
         0, int(math.ceil(math.log2(grid.k_max))) + 2, bisect,
         (ks_K[jnp.maximum(j - 1, 0)], ks_K[jnp.minimum(j + 1, last)], best))
-  acc, logn, k, edge = best
+  acc, logn, k, edge, n_bound = best
   if k_fixed is None:
     edge = edge | (k == ks_K[-1])
-  return _result(jnp.exp(logn), train_fn(logn, k), k, acc, feasible_K[j], edge)
+  return _result(jnp.exp(logn), train_fn(logn, k), k, acc, feasible_K[j], edge, n_bound)
 
 
 def _draws_size(draws) -> int:
@@ -300,7 +325,8 @@ def _baseline(passk_fn, draws, N_SxB, C_B, C_inf_I):
     k_B = jnp.floor(c_inf / (2.0 * n_B) * (1.0 + 1e-12))
     acc_B = passk_fn(p, n_B, C_B / (6.0 * n_B), jnp.maximum(k_B, 1.0))
     acc_B = jnp.where(k_B >= 1, acc_B, 0.0)
-    return _result(n_B, C_B, k_B, acc_B, jnp.isfinite(n_B), jnp.zeros_like(n_B, bool))
+    no = jnp.zeros_like(n_B, bool)
+    return _result(n_B, C_B, k_B, acc_B, jnp.isfinite(n_B), no, no)
 
   return jax.vmap(jax.vmap(one, in_axes=(None, None, 0)), in_axes=(0, 0, None))(draws, N_SxB, C_inf_I)
 

@@ -5,7 +5,10 @@ Two kinds (schemas in docs/DESIGN.md):
 - results: one row per model × task × question, `N, D, task, question_id` with samples `n, c`
   and/or the gold-answer `nll` (total nats of the answer). A row may leave `n, c` empty when it
   has `nll` (an NLL-only question); such rows are stored with n = c = 0 and `sampled` False.
-  A missing `nll` is stored as NaN with `has_nll` False.
+  A missing `nll` is stored as NaN with `has_nll` False. Optional task properties, as
+  `t2jax.evaluate` writes them: `chance` (the accuracy of a guesser: 1/#choices of a lettered
+  task, else 0) and `guessable` (one fixed answer passes >= 10% of questions); NaN where absent
+  (older tables), for the caller to fill from the task registry.
 
 Bad tables raise ValueError naming the file, the 1-based data rows (CSV line = row + 1; JSONL
 blank lines are not counted), the problem and the fix. Nothing is written here.
@@ -52,6 +55,8 @@ class ResultsTable:
   n: np.ndarray  # int64, 0 for NLL-only rows
   c: np.ndarray  # int64, 0 for NLL-only rows
   nll: np.ndarray  # float64, NaN where absent
+  chance: np.ndarray  # float64 in [0, 1), NaN where absent
+  guessable: np.ndarray  # float64: 1.0 true, 0.0 false, NaN where absent
   source: str
 
   def __len__(self) -> int:
@@ -177,23 +182,25 @@ def _require_sizes(source, N_R):
                      "needs at least 2 (better 4 or more) sizes, add rows for other models")
 
 
-def _heldout(rows, problems):
-  flags = []
-  for row in rows:
-    value = row.get("heldout")
+def _booleans(rows, name, problems):
+  """Column `name` as float64: 1.0 true, 0.0 false, NaN where missing; records bad cells."""
+  values_R = np.full(len(rows), np.nan)
+  bad_R = np.zeros(len(rows), bool)
+  for i, row in enumerate(rows):
+    value = row.get(name)
+    text = str(value).strip().lower()
     if _missing(value):
-      flags.append(False)
-    elif isinstance(value, bool):
-      flags.append(value)
-    elif str(value).strip().lower() in ("true", "1"):
-      flags.append(True)
-    elif str(value).strip().lower() in ("false", "0"):
-      flags.append(False)
+      continue
+    if isinstance(value, bool) or text in ("true", "1", "false", "0"):
+      values_R[i] = float(value if isinstance(value, bool) else text in ("true", "1"))
     else:
-      flags.append(None)
-  problems.add("`heldout` not a boolean", "write true or false",
-               np.array([f is None for f in flags]))
-  return np.array([bool(f) for f in flags])
+      bad_R[i] = True
+  problems.add(f"`{name}` not a boolean", "write true or false", bad_R)
+  return values_R
+
+
+def _heldout(rows, problems):
+  return _booleans(rows, "heldout", problems) == 1.0
 
 
 def losses_from_rows(columns, rows, source, *, loss_column: Optional[str] = None) -> LossTable:
@@ -228,6 +235,9 @@ def results_from_rows(columns, rows, source) -> ResultsTable:
   n_R = _numbers(rows, "n", problems, required=False, integer=True)
   c_R = _numbers(rows, "c", problems, required=False, integer=True)
   nll_R = _numbers(rows, "nll", problems, required=False)
+  chance_R = _numbers(rows, "chance", problems, required=False)
+  problems.add("`chance` >= 1", "`chance` is a guesser's accuracy, in [0, 1)", chance_R >= 1)
+  guessable_R = _booleans(rows, "guessable", problems)
   has_n_R, has_c_R = np.isfinite(n_R), np.isfinite(c_R)
   problems.add("only one of `n`, `c`", "give both counts, or leave both empty on an NLL-only row",
                has_n_R != has_c_R)
@@ -257,7 +267,8 @@ def results_from_rows(columns, rows, source) -> ResultsTable:
   sampled_R = has_n_R & has_c_R
   return ResultsTable(model_id=model_R, N=N_R, D=D_R, task=task_R, question_id=question_R,
                       n=np.where(sampled_R, n_R, 0).astype(np.int64),
-                      c=np.where(sampled_R, c_R, 0).astype(np.int64), nll=nll_R, source=source)
+                      c=np.where(sampled_R, c_R, 0).astype(np.int64), nll=nll_R,
+                      chance=chance_R, guessable=guessable_R, source=source)
 
 
 def load_losses(path: str, *, loss_column: Optional[str] = None) -> LossTable:
