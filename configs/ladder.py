@@ -10,7 +10,7 @@
 
 import ml_collections
 
-from t2jax import data, evaluate, fit, tasks, train, validate
+from t2jax import data, evaluate, fit, posttrain, tasks, train, validate
 
 PRESETS = ("smoke", "cpu", "gpu", "paper")
 
@@ -31,6 +31,7 @@ def _base(preset: str) -> ml_collections.ConfigDict:
   config.eval = evaluate.default_config()
   config.fit = fit.default_config()
   config.validate = validate.default_config()
+  config.posttrain = posttrain.default_config()  # runs with --stages=posttrain,report
   config.ladder = ml_collections.ConfigDict()
   config.ladder.rungs = ()
   config.ladder.only = ""  # comma-separated rung ids or indices to run (e.g. one per array job)
@@ -94,6 +95,8 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
     # kept (the report flags them) rather than refitted.
     config.fit.retries = 0
     config.fit.allow_unconverged = True
+    config.posttrain.max_train_questions = 32
+    config.posttrain.epochs = 2
     # The same short-chain plumbing check: an unpinned posterior's N* may lie anywhere, so any N
     # is rounded to a buildable size; one 2e10-FLOP run per choice (about 40 steps of cpu-40k).
     config.validate.budgets = ((2e10, 5e5),)

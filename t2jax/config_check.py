@@ -1,7 +1,7 @@
 """One check of a whole run config before any work, so that a misspelt eval task or a bad fit
 budget fails in seconds instead of after the ladder has trained.
 
-  config_check.validate(config)    # the ladder: `t2jax.launch.run` calls it first
+  config_check.validate(config, stages)  # the ladder: `t2jax.launch.run` calls it first
   config_check.check_run(config)   # one training run: `python -m t2jax.train` calls it first
 
 Each block keeps its own checker (`data.validate_config`, `train.check_config`,
@@ -11,10 +11,12 @@ task classes); this module calls them all and checks what lies between blocks: t
 """
 
 import difflib
+from typing import Sequence
 
 import ml_collections
 
-from t2jax import data, evaluate, fit, io, ladder, sizes, tasks, train, validate as validate_lib
+from t2jax import data, evaluate, fit, io, ladder, posttrain, sizes, tasks, train
+from t2jax import validate as validate_lib
 from t2jax.tasks import Task
 from t2jax.tokenizer import load_tokenizer
 
@@ -35,9 +37,10 @@ def check_run(config: ml_collections.ConfigDict) -> None:
       raise ValueError(f"data.mixture[{i}]: {e}") from None
 
 
-def validate(config: ml_collections.ConfigDict) -> None:
-  """The whole ladder config: `check_run`'s blocks, the rungs, eval, the fit/plan settings and the
-  validation settings that need no fit (`validate.check_config`).
+def validate(config: ml_collections.ConfigDict, stages: Sequence[str] = ()) -> None:
+  """The whole ladder config: `check_run`'s blocks, the rungs, eval, the fit/plan settings, the
+  validation settings that need no fit (`validate.check_config`) and, when `stages` include it,
+  post-training (`posttrain.check_config`: train splits, overlap with the eval questions).
 
   Every eval task draws (or reads) its questions, so a problem space too small for
   `eval.num_questions` (or, with validation budgets, `validate.num_questions`) or a missing eval
@@ -65,6 +68,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
       except ValueError as e:
         raise ValueError(f"eval.tasks[{i}]={name!r} with validate.split={v.split!r} and "
                          f"validate.num_questions={v.num_questions}: {e}") from None
+  if "posttrain" in stages:
+    posttrain.check_config(config.posttrain, config)
 
 
 def check_task_options(task_cfg: ml_collections.ConfigDict) -> None:

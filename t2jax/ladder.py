@@ -204,9 +204,9 @@ def run_rungs(config: ml_collections.ConfigDict, workdir: str, *, train: bool = 
   for rung in chosen:
     directory, label = rung_dir(workdir, rung), runner.labels[rung.id]
     trained = os.path.exists(os.path.join(directory, "train_done.json"))
+    cost[rung.id] = _rung_flops(config, rung, runner.tokenizer.padded_vocab_size)
     if train:
       _check_fingerprint(directory, _training_fingerprint(rung_config(config, rung)), rung)
-      cost[rung.id] = _rung_flops(config, rung, runner.tokenizer.padded_vocab_size)
       if trained:
         print(f"{label}trained already; skipping", flush=True)
     elif not trained:
@@ -218,7 +218,7 @@ def run_rungs(config: ml_collections.ConfigDict, workdir: str, *, train: bool = 
     job = {"rung": rung.id, "train": train and not trained, "eval": evaluate and not evaluated}
     if job["train"] or job["eval"]:
       jobs.append(job)
-  total = sum(cost.values())
+  total = sum(cost.values()) if train else 0.0
   eta = _Eta(total, total - sum(cost[j["rung"]] for j in jobs if j["train"]))
 
   def on_start(job: dict) -> None:
@@ -237,20 +237,19 @@ def run_rungs(config: ml_collections.ConfigDict, workdir: str, *, train: bool = 
       runner.run(job["rung"], train=job["train"], evaluate=job["eval"])
       on_done(job)
     return
+  if not jobs:
+    return
   if any(job["train"] for job in jobs):  # tokenize once here, not in every worker
     data.make_train_dataset(config.data, runner.tokenizer, seed=config.seed,
                             mixture_sources=data.task_sources(config.data, config.tasks))
     data.make_eval_batches(config.data, runner.tokenizer, batch_size=1, max_batches=1)
-  jobs.sort(key=lambda j: -cost.get(j["rung"], 0.0) if j["train"] else 0.0)
-  pool = workers.Pool(min(n, len(jobs)), config, workdir) if jobs else None
-  if pool is None:
-    return
-  ok = False
+  pool = workers.Pool(min(n, len(jobs)), config, workdir)
   try:
-    pool.run(jobs, on_start, on_done)
-    ok = True
-  finally:
-    pool.close(kill=not ok)
+    pool.run(sorted(jobs, key=lambda j: -cost[j["rung"]]), on_start, on_done)
+  except BaseException:
+    pool.close(kill=True)
+    raise
+  pool.close()
 
 
 class _Eta:

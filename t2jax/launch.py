@@ -4,7 +4,7 @@
   python -m t2jax.launch --config=configs/ladder.py:smoke --config.workdir=/tmp/smoke
   python -m t2jax.launch --config=configs/ladder.py:gpu --stages=fit,plan,report
 
-Stages run in order (default all): train → eval → fit → plan → report. Each reads and writes files
+Stages run in order (default all): train → eval → fit → plan → validate → report. Each reads and writes files
 in the workdir only, so any stage can be rerun alone; rerunning the same command skips finished
 rungs and resumes a half-trained one.
 """
@@ -30,8 +30,10 @@ PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "grain", "nump
 def define_flags() -> dict:
   return {"config": cli.config_file_flag("configs/ladder.py",
                                          "Ladder config: configs/ladder.py[:PRESET]."),
-          "stages": flags.DEFINE_string("stages", ",".join(stages_lib.STAGES),
-                                        "Comma-separated stages to run, in order.")}
+          "stages": flags.DEFINE_string("stages", ",".join(stages_lib.DEFAULT_STAGES),
+                                        "Comma-separated stages to run, in order, from "
+                                        f"{','.join(stages_lib.STAGES)} (posttrain only when "
+                                        "named).")}
 
 
 def _git_revision() -> str:
@@ -75,7 +77,7 @@ def write_manifest(config: ml_collections.ConfigDict, workdir: str, stages: list
 
 def run(config: ml_collections.ConfigDict, stages: list[str]) -> None:
   """Validates the whole config (before any file is written), records the manifest, runs `stages`."""
-  config_check.validate(config)
+  config_check.validate(config, stages)
   workdir = config.workdir
   os.makedirs(workdir, exist_ok=True)
   if jax.process_index() == 0:

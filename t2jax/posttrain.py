@@ -13,8 +13,8 @@ fitted and planned with the ladder's laws and budgets:
 
 A row of rungs.jsonl copies its base rung's (N, D = pretraining tokens, val_loss = the pretraining
 loss the Chinchilla baseline is fitted to) and adds `posttrain_tokens` (positions processed,
-padding included), `posttrain_flops` (6·N·posttrain_tokens) and `posttrain_loss`. `summary(workdir)` and `report_section(workdir)` compare the
-variants' plans with the base plan.
+padding included), `posttrain_flops` (6·N·posttrain_tokens) and `posttrain_loss`.
+`summary(workdir)` and `report_section(workdir)` compare the variants' plans with the base plan.
 """
 
 import json
@@ -446,14 +446,14 @@ def _baseline(entry: dict) -> tuple[str, dict]:
   return name, entry[name]
 
 
-def shift(plan: Sequence[dict]) -> tuple[int, float]:
-  """(entries whose N* is below and D*/N* above the Chinchilla (else training-only) choice, the
-  median over entries of baseline N / N*): the T2 shift toward small, overtrained models."""
-  shifted, ratios = 0, []
+def shift(plan: Sequence[dict]) -> tuple[list[bool], float]:
+  """(per entry: N* below and D*/N* above the Chinchilla (else training-only) choice, the median
+  over entries of baseline N / N*): the T2 shift toward small, overtrained models."""
+  shifted, ratios = [], []
   for e in plan:
     _, b = _baseline(e)
-    shifted += (e["N"]["median"] < b["N"]["median"]
-                and e["tokens_per_param"]["median"] > b["tokens_per_param"]["median"])
+    shifted.append(bool(e["N"]["median"] < b["N"]["median"]
+                        and e["tokens_per_param"]["median"] > b["tokens_per_param"]["median"]))
     ratios.append(b["N"]["median"] / e["N"]["median"])
   return shifted, float(np.median(ratios)) if ratios else float("nan")
 
@@ -487,15 +487,18 @@ def report_section(workdir: str) -> list[str]:
                    f"{_iv(p['tokens_per_param'])} | {_iv(p['k'])} | {_iv(p['accuracy'])} | "
                    f"{_iv(_baseline(p)[1]['N'])} |")
   base_shifted, base_ratio = shift(base_plan)
-  parts, counts = [], []
+  if not any(base_shifted):
+    return lines + ["", f"The base plan shows no shift (N* below and D*/N* above the "
+                    f"{baseline_name} choice at no budget), so there is none to carry over."]
+  parts, kept = [], []
   for variant, s in variants.items():
     shifted, ratio = shift(s["plan"])
-    counts.append(shifted / len(s["plan"]) if s["plan"] else 0.0)
-    parts.append(f"{variant.upper()} at {shifted} of {len(s['plan'])} (N* {_num(ratio)}× below"
+    kept.append(np.mean([v for b, v in zip(base_shifted, shifted) if b]))
+    parts.append(f"{variant.upper()} at {sum(shifted)} of {len(shifted)} (N* {_num(ratio)}× below"
                  + ("; unconverged chains" if not s["fit"]["converged"] else "") + ")")
-  verdict = ("survives fine-tuning" if min(counts) == 1 else
-             "does not survive fine-tuning" if max(counts) == 0 else "survives only in part")
+  verdict = ("survives fine-tuning" if min(kept) == 1 else
+             "does not survive fine-tuning" if max(kept) == 0 else "survives only in part")
   lines += ["", f"The shift toward smaller, overtrained models {verdict}: N* is smaller and D*/N* "
-            f"larger than the {baseline_name} choice at {base_shifted} of {len(base_plan)} budgets "
-            f"in the base plan (N* {_num(base_ratio)}× below), " + "; ".join(parts) + "."]
+            f"larger than the {baseline_name} choice at {sum(base_shifted)} of {len(base_shifted)} "
+            f"budgets in the base plan (N* {_num(base_ratio)}× below), " + "; ".join(parts) + "."]
   return lines

@@ -16,7 +16,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
 import numpy as np  # noqa: E402
 
-from t2jax import io, passk, validate  # noqa: E402
+from t2jax import io, passk, posttrain, validate  # noqa: E402
 from t2jax.fit import inputs as inputs_lib  # noqa: E402
 from t2jax.fit import planning  # noqa: E402
 from t2jax.laws import chinchilla, table  # noqa: E402
@@ -321,7 +321,7 @@ def _range_notes(plan: dict) -> list:
 
 
 def _markdown(fit: dict, plan: dict, figures: dict, extrapolation: dict,
-              validation_md: list[str]) -> str:
+              validation_md: list[str], posttrain_md: list[str] = ()) -> str:
   law = plan["primary"]
   lines = ["# T2 scaling report", ""]
   if not fit["converged"]:
@@ -354,6 +354,8 @@ def _markdown(fit: dict, plan: dict, figures: dict, extrapolation: dict,
               "| C (FLOPs) | N_opt | D_opt | D/N | beyond the fit |", "|---|---|---|---|---|"]
     lines += [f"| {e['C']:.0e} | {_iv(e['N'])} | {_iv(e['D'])} | {_iv(e['tokens_per_param'])} | "
               f"{_factors(e['extrapolation'])} |" for e in plan["chinchilla"]]
+  if posttrain_md:
+    lines += [""] + list(posttrain_md)
   lines += ["", "## Figures", ""]
   lines += [f"![{name}]({path})" for name, path in figures.items()]
   lines += ["", "## Extrapolation to held-out rungs", ""]
@@ -416,7 +418,8 @@ def write_report(workdir: str) -> str:
     figures["extrapolation"] = fig_extrapolation(extrapolation, fig_dir)
   path = os.path.join(out_dir, "report.md")
   validation, validation_md = validate.report_section(workdir)
-  io.write_text(path, _markdown(fit, plan, figures, extrapolation, validation_md))
+  io.write_text(path, _markdown(fit, plan, figures, extrapolation, validation_md,
+                                posttrain.report_section(workdir)))
   headline = plan["laws"][law]["inference"] if law is not None else plan.get("chinchilla", [])
   io.write_json(os.path.join(out_dir, "summary.json"), {
       "law": law, "plan": headline,
@@ -425,5 +428,6 @@ def write_report(workdir: str) -> str:
       "diagnostics": {name: {k: d[k] for k in ("rhat_max", "ess_min", "num_divergences",
                                                "converged", "problems")}
                       for name, d in fit["diagnostics"].items()},
-      "converged": fit["converged"], "validation": validation, "figures": figures})
+      "converged": fit["converged"], "validation": validation,
+      "posttrain": posttrain.summary(workdir) or None, "figures": figures})
   return path

@@ -1,5 +1,6 @@
-"""The stages of a run, in order: train → eval → fit → plan → validate → report. Each reads and
-writes files in one directory only, so any stage can be rerun alone.
+"""The stages of a run, in order: train → eval → [posttrain] → fit → plan → validate → report. Each
+reads and writes files in the workdir only, so any stage can be rerun alone. `posttrain` (FT and
+SFT of every rung, evaluated, fitted and planned again) runs only when asked for.
 
   stages.run(config, workdir, parse_stages("eval,fit"))         # `python -m t2jax.launch`
   stages.run_analysis(("fit", "plan", "report"), out_dir, fit_cfg,
@@ -13,7 +14,8 @@ import ml_collections
 
 from t2jax import ladder
 
-STAGES = ("train", "eval", "fit", "plan", "validate", "report")
+STAGES = ("train", "eval", "posttrain", "fit", "plan", "validate", "report")
+DEFAULT_STAGES = tuple(s for s in STAGES if s != "posttrain")
 ANALYSIS_STAGES = ("fit", "plan", "report")  # they read tables, not checkpoints
 SINGLE_PROCESS_STAGES = ANALYSIS_STAGES + ("validate",)  # validate trains on one host's devices
 
@@ -40,11 +42,18 @@ def run(config: ml_collections.ConfigDict, workdir: str, stages: Sequence[str]) 
     if stage in ANALYSIS_STAGES:
       run_analysis([stage], workdir, config.fit)
       continue
-    _banner(stage)
+    if stage == "eval" and "train" in stages:
+      continue  # done in the train pass: each rung is evaluated as soon as it is trained
+    _banner("train + eval" if stage == "train" and "eval" in stages else stage)
     if stage == "train":
-      ladder.run_train(config, workdir)
+      if "eval" in stages:
+        ladder.run_eval(config, workdir, train=True)
+      else:
+        ladder.run_train(config, workdir)
     elif stage == "eval":
       ladder.run_eval(config, workdir)
+    elif stage == "posttrain":
+      posttrain_stage(config, workdir)
     else:
       validate_stage(config, workdir)
 
@@ -78,6 +87,12 @@ def plan_stage(out_dir: str, fit_cfg: ml_collections.ConfigDict):
   """Posterior draws through the planner → out_dir/plan/plan.json."""
   from t2jax.fit import planning  # imported here, as in fit_stage
   return planning.plan_dir(out_dir, fit_cfg)
+
+
+def posttrain_stage(config: ml_collections.ConfigDict, workdir: str):
+  """Every rung fine-tuned (FT, SFT), evaluated, fitted and planned → workdir/posttrain/."""
+  from t2jax import posttrain  # imported here, as in fit_stage
+  return posttrain.run(config, workdir)
 
 
 def validate_stage(config: ml_collections.ConfigDict, workdir: str):

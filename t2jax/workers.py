@@ -1,6 +1,6 @@
 """Ladder worker processes: each trains and evaluates the rungs its launcher sends it, on one core.
 
-Tiny CPU models gain little from XLA's intra-op threads (the thread pool mostly spins), so a CPU
+Tiny CPU models gain little from XLA's intra-op threads, so a CPU
 ladder runs `ladder.workers` of these, one rung each at a time. `Pool` (in the launcher) starts
 `python -m t2jax.workers` with single-threaded XLA in its environment; the worker pins itself to
 its core and arranges to die with the launcher before it imports JAX.
@@ -11,34 +11,20 @@ worker answers on the file descriptor in `T2JAX_WORKER_FD` with `{"event": "read
 "error", "rung": id, "traceback": ...}` lines. Its stdout and stderr are forwarded line by line.
 """
 
-import ctypes
-import os
-import sys
-
-SINGLE_THREAD_XLA = "--xla_cpu_multi_thread_eigen=false"
-_PR_SET_PDEATHSIG, _SIGKILL = 1, 9
-
-
-def _detach_from_launcher_or_die() -> None:
-  """SIGKILL when the launcher dies (Linux prctl), and exit now if it already has; pin the core."""
-  ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, _SIGKILL, 0, 0, 0)
-  if os.getppid() != int(os.environ["T2JAX_LAUNCHER_PID"]):
-    os._exit(1)
-  os.sched_setaffinity(0, {int(os.environ["T2JAX_WORKER_CORE"])})
-
-
-if __name__ == "__main__":
-  _detach_from_launcher_or_die()
-
-# pylint: disable=g-import-not-at-top,wrong-import-position  (after the pinning, before JAX starts)
 import base64
+import ctypes
 import json
+import os
 import pickle
 import queue
 import subprocess
+import sys
 import threading
 import traceback
-from typing import Callable, Iterable, Optional
+from typing import Callable, Iterable
+
+SINGLE_THREAD_XLA = "--xla_cpu_multi_thread_eigen=false"
+_PR_SET_PDEATHSIG, _SIGKILL = 1, 9
 
 
 def worker_env(core: int) -> dict:
@@ -101,11 +87,12 @@ class Pool:
         raise WorkerError(f"rung {msg['rung']} failed in ladder worker {i} "
                           f"(pid {self.procs[i].pid}):\n{msg['traceback']}")
       if msg["event"] == "exit":
-        if job is not None:
-          rc = self.procs[i].wait()
-          raise WorkerError(f"ladder worker {i} (pid {self.procs[i].pid}) exited with status {rc} "
-                            f"while on rung {job['rung']}; its output is above")
-        continue
+        if self.procs[i].stdin.closed:  # it had finished its jobs
+          continue
+        rc = self.procs[i].wait()
+        where = f"while on rung {job['rung']}" if job else "before taking a rung"
+        raise WorkerError(f"ladder worker {i} (pid {self.procs[i].pid}) exited with status {rc} "
+                          f"{where}; its output is above")
       if msg["event"] == "done":
         on_done(job)
       if pending:
@@ -152,14 +139,23 @@ def _serve(run_job: Callable[[dict], None], reply) -> None:
     send(event="done", rung=job["rung"])
 
 
-def main(reply_fd: Optional[int] = None) -> None:
-  from t2jax import ladder, metrics  # JAX loads here, after the pinning
+def _detach_from_launcher_or_die() -> None:
+  """SIGKILL when the launcher dies (Linux prctl), and exit now if it already has; pin the core."""
+  ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, _SIGKILL, 0, 0, 0)
+  if os.getppid() != int(os.environ["T2JAX_LAUNCHER_PID"]):
+    os._exit(1)
+  os.sched_setaffinity(0, {int(os.environ["T2JAX_WORKER_CORE"])})
+
+
+def main() -> None:
+  _detach_from_launcher_or_die()
+  from t2jax import cli, ladder, metrics  # pylint: disable=g-import-not-at-top  (JAX after pinning)
+  cli.reuse_freed_memory()  # before XLA starts its threads, as in every entry point
   metrics.quiet_library_logs()
   header = json.loads(sys.stdin.readline())
   config = pickle.loads(base64.b64decode(header["config"]))
   runner = ladder.RungRunner(config, header["workdir"])
-  with os.fdopen(reply_fd if reply_fd is not None else int(os.environ["T2JAX_WORKER_FD"]),
-                 "w") as reply:
+  with os.fdopen(int(os.environ["T2JAX_WORKER_FD"]), "w") as reply:
     _serve(lambda job: runner.run(job["rung"], train=job["train"], evaluate=job["eval"]), reply)
 
 

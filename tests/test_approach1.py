@@ -101,3 +101,18 @@ def test_posterior_warm_start_survives_a_dropped_term():
   post = approach1.sample_posterior(N_R, D_R, k_R, loss_R, point=dropped, num_chains=1,
                                     num_warmup=10, num_samples=10)
   assert all(np.all(np.isfinite(v)) for v in post.draws.values())
+
+
+def test_warm_start_is_finite_when_a_dropped_term_overflows():
+  """A dropped term can also come back with an overflowing coefficient (A = inf at alpha ~ 1e3,
+  seen on the CPU ladder's recall task): the start stays finite, the term negligible."""
+  N, D = simulate.ladder(num_sizes=4, num_ratios=3)
+  N_R, D_R, k_R, loss_R = simulate.approach1_table(N, D, [1.0, 4.0, 16.0], noise=0.01, seed=0)
+  logx = np.log(np.stack([N_R, D_R, k_R], axis=1))
+  for bad in (dict(A=np.inf, alpha=1200.0), dict(A=0.0, alpha=36085.7), dict(B=np.inf, beta=np.inf)):
+    theta = approach1.warm_start(dict(TRUTH, **bad), logx, loss_R)
+    assert np.all(np.isfinite(theta)), bad
+    term = np.exp(theta[1] - theta[4] * logx[:, 0].mean()) if "A" in bad else None
+    assert term is None or term <= 1e-6 * loss_R.min() * 1.0001
+  good = approach1.warm_start(TRUTH, logx, loss_R)
+  assert np.all(np.isfinite(good)) and np.isclose(good[4], TRUTH["alpha"])

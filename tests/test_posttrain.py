@@ -279,7 +279,7 @@ def test_summary_and_report_section(tmp_path):
   assert set(s) == {"ft", "sft"} and s["ft"]["flops_fraction"] == pytest.approx(0.01)
   assert s["sft"]["plan"][1]["N"]["median"] == 8e3 and s["ft"]["fit"]["converged"]
   assert s["ft"]["fit"]["diagnostics"]["approach2"]["rhat_max"] == 1.01
-  assert posttrain.shift(s["ft"]["plan"]) == (2, 2.0)
+  assert posttrain.shift(s["ft"]["plan"]) == ([True, True], 2.0)
   lines = posttrain.report_section(workdir)
   text = "\n".join(lines)
   assert lines[0].startswith("## Post-training")
@@ -287,4 +287,10 @@ def test_summary_and_report_section(tmp_path):
   assert "| FT (whole sequence) | 2e+03 [1e+03, 4e+03] | 300 [150, 600] |" in text
   assert "survives only in part" in text and "SFT at 1 of 2" in text and "FT at 2 of 2" in text
   assert "FT 1.00%" in text
+  _write_planned(os.path.join(workdir, "posttrain", "sft"),
+                 [_entry(2e3, 300, 4e3, 20), _entry(3e3, 100, 6e3, 20)], rungs)
+  assert "shift toward smaller, overtrained models survives fine-tuning" in "\n".join(
+      posttrain.report_section(workdir))
+  _write_planned(workdir, [_entry(5e3, 10, 4e3, 20), _entry(7e3, 10, 6e3, 20)])
+  assert "base plan shows no shift" in posttrain.report_section(workdir)[-1]
   json.dumps(s)  # JSON-ready for report/summary.json

@@ -66,7 +66,8 @@ def test_nearest_size_by_log_n_within_a_family():
   assert sizes.nearest_size(45_000, sizes.CPU_VOCAB, "cpu") == ("cpu-40k", 39504)
   assert sizes.nearest_size(53_000, sizes.CPU_VOCAB, "cpu")[0] == "cpu-60k"
   assert sizes.nearest_size(37e6, sizes.PAPER_VOCAB, "t2")[0] == "t2-34m"
-  assert sizes.nearest_size(1.0, sizes.CPU_VOCAB, "cpu")[0] == "cpu-40k"
+  assert sizes.nearest_size(1.0, sizes.CPU_VOCAB, "cpu")[0] == "cpu-30k"  # the smallest
+  assert sizes.nearest_size(31_000, sizes.CPU_VOCAB, "cpu")[0] == "cpu-30k"
   with pytest.raises(ValueError, match="size family 'gpt'"):
     sizes.nearest_size(1e6, sizes.CPU_VOCAB, "gpt")
 

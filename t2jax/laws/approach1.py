@@ -94,8 +94,9 @@ def fit(N, D, k, loss, *, delta: float = 1e-3, grid: Optional[dict] = None,
   starts = optim.grid_starts(grid or GRID, _THETA_NAMES)
   res = optim.fit_power_sum(_logx(N, D, k), loss, starts, delta=delta, max_iter=max_iter)
   e, log_A, log_B, log_G, alpha, beta, gamma = res.theta
-  params = dict(E=np.exp(e), A=np.exp(log_A), B=np.exp(log_B), G=np.exp(log_G), alpha=alpha,
-                beta=beta, gamma=gamma)
+  with np.errstate(over="ignore"):  # a dropped term's coefficient may overflow: see sample_posterior
+    params = dict(E=np.exp(e), A=np.exp(log_A), B=np.exp(log_B), G=np.exp(log_G), alpha=alpha,
+                  beta=beta, gamma=gamma)
   return optim.LawFit({k_: float(v) for k_, v in params.items()}, res.objective, res.num_starts,
                       res.num_near_best)
 
@@ -119,24 +120,32 @@ def task_mean_passk(params: dict, N, D, k):
   return jnp.mean(passk(params, N, D, k), axis=0)
 
 
+def warm_start(p: dict, logx_RxF: np.ndarray, loss) -> np.ndarray:
+  """NUTS start (log E, log coefficients, exponents) from point-fit params `p`.
+
+  Each term keeps its fitted value at the data's centre with its exponent clipped into the
+  posterior's range (0, 2); a term the point fit dropped (coefficient 0 or overflowing, or an
+  exponent in the thousands on a few rungs) starts at 1e-6 of the smallest loss.
+  """
+  center_F = logx_RxF.mean(axis=0)
+  s_F = np.array([p["alpha"], p["beta"], p["gamma"]])
+  with np.errstate(divide="ignore", invalid="ignore"):  # E = 0 is clipped by sample_power_sum
+    log_e, log_c_F = np.log(p["E"]), np.log([p["A"], p["B"], p["G"]])
+    log_term_F = log_c_F - s_F * center_F
+  floor = np.log(1e-6 * np.min(loss))
+  log_term_F = np.where(np.isfinite(log_term_F), np.maximum(log_term_F, floor), floor)
+  s_F = np.clip(s_F, 0.01, 1.95)
+  return np.concatenate([[log_e], log_term_F + s_F * center_F, s_F])
+
+
 def sample_posterior(N, D, k, loss, *, num_chains: int = 2, num_warmup: int = 500,
                      num_samples: int = 500, seed: int = 0,
                      point: Optional[optim.LawFit] = None) -> posterior_lib.Posterior:
   """NUTS posterior of E, A, B, G, alpha, beta, gamma (+ sigma, the log-loss noise)."""
   optim.check_positive_1d("approach1.sample_posterior", N=N, D=D, k=k, loss=loss)
   point = point or fit(N, D, k, loss)
-  p = point.params
   logx = _logx(N, D, k)
-  center_F = logx.mean(axis=0)
-  s_F = np.array([p["alpha"], p["beta"], p["gamma"]])
-  with np.errstate(divide="ignore"):  # E = 0 is clipped by the warm start
-    log_e, log_c_F = np.log(p["E"]), np.log([p["A"], p["B"], p["G"]])
-  # The warm start keeps each term at its fitted value at the data's centre with the exponent in
-  # the posterior's range (0, 2); a term the point fit dropped (coefficient 0, or an exponent in
-  # the thousands on a few rungs) starts at 1e-6 of the smallest loss, not at −inf or overflow.
-  log_term_F = np.maximum(log_c_F - s_F * center_F, np.log(1e-6 * np.min(loss)))
-  s_F = np.clip(s_F, 0.01, 1.95)
-  theta = np.concatenate([[log_e], log_term_F + s_F * center_F, s_F])
+  theta = warm_start(point.params, logx, loss)
 
   def derive(e, logc, s, sigma):
     return dict(E=jnp.exp(e), A=jnp.exp(logc[..., 0]), B=jnp.exp(logc[..., 1]),
