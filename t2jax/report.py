@@ -16,7 +16,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
 import numpy as np  # noqa: E402
 
-from t2jax import io, passk, posttrain, validate  # noqa: E402
+from t2jax import io, passk, posttrain_report, validate  # noqa: E402
 from t2jax.fit import inputs as inputs_lib  # noqa: E402
 from t2jax.fit import planning  # noqa: E402
 from t2jax.laws import chinchilla, table  # noqa: E402
@@ -419,7 +419,7 @@ def write_report(workdir: str) -> str:
   path = os.path.join(out_dir, "report.md")
   validation, validation_md = validate.report_section(workdir)
   io.write_text(path, _markdown(fit, plan, figures, extrapolation, validation_md,
-                                posttrain.report_section(workdir)))
+                                posttrain_report.report_section(workdir)))
   headline = plan["laws"][law]["inference"] if law is not None else plan.get("chinchilla", [])
   io.write_json(os.path.join(out_dir, "summary.json"), {
       "law": law, "plan": headline,
@@ -429,5 +429,5 @@ def write_report(workdir: str) -> str:
                                                "converged", "problems")}
                       for name, d in fit["diagnostics"].items()},
       "converged": fit["converged"], "validation": validation,
-      "posttrain": posttrain.summary(workdir) or None, "figures": figures})
+      "posttrain": posttrain_report.summary(workdir) or None, "figures": figures})
   return path

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import helpers
-from t2jax import checkpoint, io, ladder, posttrain, stages, train
+from t2jax import posttrain_report, checkpoint, io, ladder, posttrain, stages, train
 from t2jax.model import ModelConfig, Transformer
 from t2jax.tasks.base import Question
 from t2jax.tokenizer import load_tokenizer
@@ -267,7 +267,7 @@ def _write_planned(directory, entries, rungs=None):
 
 def test_summary_and_report_section(tmp_path):
   workdir = str(tmp_path)
-  assert posttrain.summary(workdir) == {} and posttrain.report_section(workdir) == []
+  assert posttrain_report.summary(workdir) == {} and posttrain_report.report_section(workdir) == []
   rungs = [{"model_id": "a", "train_flops": 1e12, "posttrain_flops": 1e10},
            {"model_id": "b", "train_flops": 3e12, "posttrain_flops": 3e10}]
   _write_planned(workdir, [_entry(1e3, 500, 4e3, 20), _entry(2e3, 400, 6e3, 20)])
@@ -275,12 +275,12 @@ def test_summary_and_report_section(tmp_path):
                  [_entry(2e3, 300, 4e3, 20), _entry(3e3, 200, 6e3, 20)], rungs)
   _write_planned(os.path.join(workdir, "posttrain", "sft"),
                  [_entry(2e3, 300, 4e3, 20), _entry(8e3, 10, 6e3, 20)], rungs)
-  s = posttrain.summary(workdir)
+  s = posttrain_report.summary(workdir)
   assert set(s) == {"ft", "sft"} and s["ft"]["flops_fraction"] == pytest.approx(0.01)
   assert s["sft"]["plan"][1]["N"]["median"] == 8e3 and s["ft"]["fit"]["converged"]
   assert s["ft"]["fit"]["diagnostics"]["approach2"]["rhat_max"] == 1.01
-  assert posttrain.shift(s["ft"]["plan"]) == ([True, True], 2.0)
-  lines = posttrain.report_section(workdir)
+  assert posttrain_report.shift(s["ft"]["plan"]) == ([True, True], 2.0)
+  lines = posttrain_report.report_section(workdir)
   text = "\n".join(lines)
   assert lines[0].startswith("## Post-training")
   assert sum(line.startswith("| 1e+12 | 1e+06 |") for line in lines) == 6
@@ -290,7 +290,7 @@ def test_summary_and_report_section(tmp_path):
   _write_planned(os.path.join(workdir, "posttrain", "sft"),
                  [_entry(2e3, 300, 4e3, 20), _entry(3e3, 100, 6e3, 20)], rungs)
   assert "shift toward smaller, overtrained models survives fine-tuning" in "\n".join(
-      posttrain.report_section(workdir))
+      posttrain_report.report_section(workdir))
   _write_planned(workdir, [_entry(5e3, 10, 4e3, 20), _entry(7e3, 10, 6e3, 20)])
-  assert "base plan shows no shift" in posttrain.report_section(workdir)[-1]
+  assert "base plan shows no shift" in posttrain_report.report_section(workdir)[-1]
   json.dumps(s)  # JSON-ready for report/summary.json
