@@ -45,16 +45,6 @@ def summary(workdir: str) -> dict:
   return out
 
 
-def _num(x) -> str:
-  if x is None or not np.isfinite(x):
-    return "–"
-  return f"{x:.3g}" if 1e-2 <= abs(x) < 1e4 else f"{x:.2e}"
-
-
-def _iv(d: dict) -> str:
-  return f"{_num(d['median'])} [{_num(d['lo'])}, {_num(d['hi'])}]"
-
-
 def _baseline(entry: dict) -> tuple[str, dict]:
   name = "chinchilla" if "chinchilla" in entry else "training_only"
   return name, entry[name]
@@ -75,6 +65,7 @@ def shift(plan: Sequence[dict]) -> tuple[list[bool], float]:
 def report_section(workdir: str) -> list[str]:
   """Markdown lines: the base, FT and SFT optima side by side and whether the shift survived
   (empty when no variant has been planned)."""
+  from t2jax.report import _iv, _num  # the report's number format; report imports this module
   variants = summary(workdir)
   base = _headline(workdir)
   if not variants or base is None or not base[1]:
