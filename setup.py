@@ -10,6 +10,15 @@ INSTALL_REQUIRES = [
     "orbax-checkpoint==0.12.8",
     "grain==0.2.18",
     "numpyro==0.22.0",
+    # The Bayesian workflow (t2jax/laws/diagnostics.py): r-hat/ESS, PSIS-LOO, netCDF posteriors.
+    # arviz-plots 0.8.0 is left out: it fails to import with matplotlib 3.11 (it appends to
+    # matplotlib.style.core, which 3.11 removed), so the trace/rank plots are drawn directly.
+    "arviz-base==0.8.2",
+    "arviz-stats==0.8.0",
+    "xarray==2026.9.0",
+    "xarray-einstats==0.9.1",  # arviz-stats' xarray layer (its `xarray` extra)
+    "h5netcdf==1.8.2",  # DataTree.to_netcdf needs netCDF-4 groups: h5netcdf or netCDF4, not scipy
+    "h5py==3.16.0",  # h5netcdf's backend; its wheels bundle HDF5 (no system libraries)
     "ml-collections==1.1.0",
     "absl-py>=2.1",
     "numpy>=1.26",

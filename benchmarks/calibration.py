@@ -3,8 +3,9 @@
 Each data set is simulated from the Approach-2 model with known parameters (`laws.simulate`,
 alternating the multiple-choice and the generative task) on a ladder shaped like the `cpu` preset:
 5 sizes from 5M to 400M parameters × 4 tokens-per-parameter ratios from 10 to 80, 200 questions per
-model, 64 samples per question. The MAP fit and NUTS posterior run as `python -m t2jax.fit` runs
-them; every draw goes through the T2 planner. Per data set and (C, C_inf) we record whether the 90%
+model, 64 samples per question. The MAP fit, NUTS posterior and backtest-calibrated model discrepancy
+(`--discrepancy=backtest`, the default) run as `python -m t2jax.fit` runs them; every draw goes
+through the T2 planner with its discrepancy. Per data set and (C, C_inf) we record whether the 90%
 interval holds
 - N*: the true optimal model size (the planner run on the true parameters);
 - pass@k: the true E[pass@k] at the true optimum (N*, D*, k*).
@@ -21,14 +22,18 @@ import concurrent.futures
 import multiprocessing
 import os
 import time
+import types
 import warnings
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
 from t2jax import io
-from t2jax.fit import fitting
-from t2jax.laws import approach2, optimize, simulate, table
+from t2jax.fit import backtest, fitting, planning
+from t2jax.fit import config as fit_config
+from t2jax.laws import approach2, discrepancy, optimize, simulate, table
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 BUDGETS = (1e19, 1e20)  # training FLOPs C
@@ -44,6 +49,8 @@ _RETRIES = flags.DEFINE_integer("retries", 1, "Refits, each with twice the draws
                                 "whose chains fail the checks (as `t2jax.fit`).")
 _RHAT = flags.DEFINE_float("rhat_max", 1.05, "Largest acceptable split r-hat.")
 _WORKERS = flags.DEFINE_integer("workers", 2, "Data sets fitted at once (one process each).")
+_DISCREPANCY = flags.DEFINE_enum("discrepancy", "backtest", ["backtest", "none"],
+                                 "Model discrepancy as `t2jax.fit` calibrates it, or none.")
 _OUT = flags.DEFINE_string("out", RESULTS, "Output directory.")
 
 
@@ -74,16 +81,30 @@ def one_dataset(i: int, settings: dict) -> dict:
           num_samples=scale * settings["num_samples"], seed=i, mle=mle)},
       retries=settings["retries"], rhat_max=settings["rhat_max"])
   post, diag = posts["approach2"], checks["approach2"]
+  draws = dict(post.draws)
+  scale = None
+  if settings["discrepancy"] == "backtest":  # as `t2jax.fit` does: backtests, then widened draws
+    floors = {task: simulate.APPROACH2_TASKS[task]["floor"]}
+    inputs = types.SimpleNamespace(losses=None, floors=floors)
+    fitted_range = {"tokens_per_param_max": float(np.max(D / N)),
+                    "compute_max": float(np.max(6.0 * N * D))}
+    scale = backtest.run_backtests(inputs, results, posts, fitted_range,
+                                   fit_config.default_config())["approach2"]["scale"]
+    draws.update(discrepancy.draws(scale, post.num_draws, [task], seed=i))
+  fn = planning.PASSK_FNS["approach2"]
   truth = optimize.frontier(approach2.task_mean_passk, optimize.as_draws(true_params(task)),
                             BUDGETS, INFERENCE_BUDGETS)
-  plans = optimize.frontier(approach2.task_mean_passk, post.draws, BUDGETS, INFERENCE_BUDGETS)
+  plans = optimize.frontier(fn, draws, BUDGETS, INFERENCE_BUDGETS)
   n_true_IxB, d_true_IxB, k_true_IxB = (truth[key][0] for key in ("N", "D", "k"))
   acc_true_IxB = truth["accuracy"][0]
-  acc_SxIxB = np.asarray(approach2.task_mean_passk(post.draws, n_true_IxB, d_true_IxB, k_true_IxB))
+  with jax.enable_x64(True):
+    acc_SxIxB = np.asarray(jax.vmap(lambda p: fn(p, n_true_IxB, d_true_IxB, k_true_IxB))(
+        jax.tree.map(jnp.asarray, draws)))
   n_sum = optimize.summarize(plans["N"])
   acc_sum = optimize.summarize(acc_SxIxB)
   return {
       "dataset": i, "task": task, "converged": diag["converged"], "problems": diag["problems"],
+      "discrepancy": scale,
       "attempts": attempts,
       "rhat_max": diag["rhat_max"], "ess_min": diag["ess_min"],
       "num_divergences": diag["num_divergences"],
@@ -124,7 +145,8 @@ def markdown(summary: dict) -> str:
       f"{s['num_questions']} questions × {s['n']} samples; NUTS {s['num_chains']} chains × "
       f"({s['num_warmup']} warm-up + {s['num_samples']} draws; a data set whose chains fail the "
       f"checks is refitted up to {s.get('retries', 0)} times with twice as many, as `t2jax.fit` "
-      f"does; {sum(r.get('attempts', 1) > 1 for r in summary['records'])} were).", "",
+      f"does; {sum(r.get('attempts', 1) > 1 for r in summary['records'])} were). Model "
+      f"discrepancy: {s.get('discrepancy', 'none')}.", "",
       "Fraction of 90% posterior intervals that contain the truth (target 80-97%):", "",
       "| quantity | all | " + " | ".join(f"C={c:.0e}, C_inf={ci:.0e}" for ci in summary["inference_budgets"]
                                        for c in summary["budgets"]) + " |",
@@ -145,7 +167,7 @@ def main(argv):
   del argv
   settings = {"num_questions": _QUESTIONS.value, "n": _SAMPLES.value, "num_chains": _CHAINS.value,
               "num_warmup": _WARMUP.value, "num_samples": _DRAWS.value, "rhat_max": _RHAT.value,
-              "retries": _RETRIES.value}
+              "retries": _RETRIES.value, "discrepancy": _DISCREPANCY.value}
   records, start = [], time.time()
   with concurrent.futures.ProcessPoolExecutor(
       _WORKERS.value, mp_context=multiprocessing.get_context("spawn")) as pool:

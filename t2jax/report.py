@@ -16,7 +16,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
 import numpy as np  # noqa: E402
 
-from t2jax import io, passk, posttrain_report, validate  # noqa: E402
+from t2jax import io, passk, posttrain_report, uncertainty_report, validate  # noqa: E402
 from t2jax.fit import inputs as inputs_lib  # noqa: E402
 from t2jax.fit import planning  # noqa: E402
 from t2jax.laws import chinchilla, table  # noqa: E402
@@ -238,15 +238,20 @@ def fig_extrapolation(extrapolation: dict, fig_dir: str) -> str:
 
 # -------------------------------------------------------------------------------- markdown
 
+def _pct(x) -> str:
+  return "n/a" if x is None else f"{x:.0%}"
+
+
 def _beyond(x: dict) -> bool:
   """Whether an extrapolation dict lies beyond the fitted range."""
   return any(v is not None and v > 1 for v in x.values())
 
 
 def _factors(x: dict) -> str:
-  """"D/N ×f, C ×g" of an extrapolation dict, with † beyond the fitted range."""
-  return (f"D/N ×{_num(x['tokens_per_param_factor'])}, C ×{_num(x['compute_factor'])}"
-          + (" †" if _beyond(x) else ""))
+  """"D/N ×f, C ×g" of an extrapolation dict, with its distance d and † beyond the fitted range."""
+  f, g = x["tokens_per_param_factor"], x["compute_factor"]
+  d = max(np.log(f), 0.0) + max(np.log(g), 0.0) if np.isfinite([f, g]).all() else float("nan")
+  return (f"D/N ×{_num(f)}, C ×{_num(g)}" + (f", d = {d:.2f} †" if _beyond(x) else ""))
 
 
 def _flags(e: dict) -> str:
@@ -321,7 +326,8 @@ def _range_notes(plan: dict) -> list:
 
 
 def _markdown(fit: dict, plan: dict, figures: dict, extrapolation: dict,
-              validation_md: list[str], posttrain_md: list[str] = ()) -> str:
+              validation_md: list[str], posttrain_md: list[str] = (),
+              discrepancy_md: list[str] = ()) -> str:
   law = plan["primary"]
   lines = ["# T2 scaling report", ""]
   if not fit["converged"]:
@@ -358,22 +364,20 @@ def _markdown(fit: dict, plan: dict, figures: dict, extrapolation: dict,
     lines += [""] + list(posttrain_md)
   lines += ["", "## Figures", ""]
   lines += [f"![{name}]({path})" for name, path in figures.items()]
-  lines += ["", "## Extrapolation to held-out rungs", ""]
+  lines += [""] + list(discrepancy_md)
+  lines += ["## Extrapolation to held-out rungs", "",
+            "Coverage of the posterior predictive 90% intervals (model discrepancy and observation "
+            "noise included), beside that of the mean function alone (the law taken as exact).", ""]
   if extrapolation["summary"]:
     lines += ["| approach | quantity | points | median abs. rel. error | max abs. rel. error | "
-              "90% interval coverage |", "|---|---|---|---|---|---|"]
+              "90% predictive coverage | mean-function coverage |", "|---|---|---|---|---|---|---|"]
     lines += [f"| {a} | {s['quantity']} | {s['num_points']} | {s['median_abs_rel_error']:.1%} | "
-              f"{s['max_abs_rel_error']:.1%} | {s['interval_coverage']:.0%} |"
+              f"{s['max_abs_rel_error']:.1%} | {s['interval_coverage']:.0%} | "
+              f"{_pct(s.get('mean_interval_coverage'))} |"
               for a, s in extrapolation["summary"].items()]
   else:
     lines.append("No held-out rows.")
-  lines += ["", "## Diagnostics", "",
-            "| posterior | chains × draws | max r-hat | min ESS | divergences | converged |",
-            "|---|---|---|---|---|---|"]
-  for name, d in fit["diagnostics"].items():
-    lines.append(f"| {name} | {d['num_chains']} × {d['num_draws'] // d['num_chains']} | "
-                 f"{d['rhat_max']:.3f} | {d['ess_min']:.0f} | {d['num_divergences']} | "
-                 f"{'yes' if d['converged'] else 'NO: ' + '; '.join(d['problems'])} |")
+  lines += [""] + uncertainty_report.diagnostics_markdown(fit)
   for law_name, why in fit["skipped"].items():
     lines.append(f"\n{law_name} not fitted: {why}.")
   inputs = fit["inputs"]
@@ -404,6 +408,7 @@ def write_report(workdir: str) -> str:
     figures["isoflop"] = fig_isoflop(plan, law, fig_dir)
     figures["frontier"] = fig_frontier(plan, law, fig_dir)
   figures["posterior_pairs"] = fig_pairs(posts, fig_dir)
+  figures.update(uncertainty_report.trace_figures(posts, fig_dir))
   inputs = fit["inputs"]
   if "tasks" in inputs:
     figures["passk_vs_k"] = fig_passk(table.load_results(inputs["results"]), fig_dir)
@@ -416,10 +421,14 @@ def write_report(workdir: str) -> str:
     figures["loss_vs_compute"] = fig_loss(losses, posts.get("chinchilla"), fig_dir)
   if extrapolation["rows"]:
     figures["extrapolation"] = fig_extrapolation(extrapolation, fig_dir)
+  backtests = uncertainty_report.load(workdir)
+  if backtests and any(b["points"] for b in backtests.values()):
+    figures["backtest"] = uncertainty_report.figure(backtests, fig_dir)
   path = os.path.join(out_dir, "report.md")
   validation, validation_md = validate.report_section(workdir)
   io.write_text(path, _markdown(fit, plan, figures, extrapolation, validation_md,
-                                posttrain_report.report_section(workdir)))
+                                posttrain_report.report_section(workdir),
+                                uncertainty_report.markdown(backtests)))
   headline = plan["laws"][law]["inference"] if law is not None else plan.get("chinchilla", [])
   io.write_json(os.path.join(out_dir, "summary.json"), {
       "law": law, "plan": headline,
@@ -429,5 +438,6 @@ def write_report(workdir: str) -> str:
                                                "converged", "problems")}
                       for name, d in fit["diagnostics"].items()},
       "converged": fit["converged"], "validation": validation,
+      "discrepancy": uncertainty_report.summary(backtests) if backtests else None,
       "posttrain": posttrain_report.summary(workdir) or None, "figures": figures})
   return path

@@ -7,12 +7,14 @@ SFT of every rung, evaluated, fitted and planned again) runs only when asked for
                       results="results.jsonl", rungs=None)       # the fit CLI: given tables
 """
 
+import contextlib
+import time
 from typing import Optional, Sequence
 
 import jax
 import ml_collections
 
-from t2jax import ladder
+from t2jax import ladder, metrics
 
 STAGES = ("train", "eval", "posttrain", "fit", "plan", "validate", "report")
 DEFAULT_STAGES = tuple(s for s in STAGES if s != "posttrain")
@@ -44,18 +46,18 @@ def run(config: ml_collections.ConfigDict, workdir: str, stages: Sequence[str]) 
       continue
     if stage == "eval" and "train" in stages:
       continue  # done in the train pass: each rung is evaluated as soon as it is trained
-    _banner("train + eval" if stage == "train" and "eval" in stages else stage)
-    if stage == "train":
-      if "eval" in stages:
-        ladder.run_eval(config, workdir, train=True)
+    with _timed("train + eval" if stage == "train" and "eval" in stages else stage):
+      if stage == "train":
+        if "eval" in stages:
+          ladder.run_eval(config, workdir, train=True)
+        else:
+          ladder.run_train(config, workdir)
+      elif stage == "eval":
+        ladder.run_eval(config, workdir)
+      elif stage == "posttrain":
+        posttrain_stage(config, workdir)
       else:
-        ladder.run_train(config, workdir)
-    elif stage == "eval":
-      ladder.run_eval(config, workdir)
-    elif stage == "posttrain":
-      posttrain_stage(config, workdir)
-    else:
-      validate_stage(config, workdir)
+        validate_stage(config, workdir)
 
 
 def run_analysis(stages: Sequence[str], out_dir: str, fit_cfg: ml_collections.ConfigDict, *,
@@ -65,13 +67,13 @@ def run_analysis(stages: Sequence[str], out_dir: str, fit_cfg: ml_collections.Co
   for stage in stages:
     if stage not in ANALYSIS_STAGES:
       raise ValueError(f"stage {stage!r} is not an analysis stage; use {ANALYSIS_STAGES}")
-    _banner(stage)
-    if stage == "fit":
-      fit_stage(out_dir, fit_cfg, results=results, rungs=rungs)
-    elif stage == "plan":
-      plan_stage(out_dir, fit_cfg)
-    else:
-      report_stage(out_dir)
+    with _timed(stage):
+      if stage == "fit":
+        fit_stage(out_dir, fit_cfg, results=results, rungs=rungs)
+      elif stage == "plan":
+        plan_stage(out_dir, fit_cfg)
+      else:
+        report_stage(out_dir)
 
 
 def fit_stage(out_dir: str, fit_cfg: ml_collections.ConfigDict, *, results: Optional[str] = None,
@@ -109,5 +111,10 @@ def report_stage(out_dir: str) -> str:
   return path
 
 
-def _banner(stage: str) -> None:
+@contextlib.contextmanager
+def _timed(stage: str):
+  """A stage's banner, and its wall time when it ends."""
   print(f"== {stage} ==", flush=True)
+  start = time.time()
+  yield
+  print(f"== {stage}: done in {metrics.fmt_duration(time.time() - start)} ==", flush=True)

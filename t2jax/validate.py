@@ -31,6 +31,7 @@ import numpy as np
 
 from t2jax import evaluate, io, passk, sizes, tasks, train
 from t2jax.fit import config as fit_config
+from t2jax.laws import targets
 from t2jax.tasks.base import SPLITS
 from t2jax.tokenizer import load_tokenizer
 
@@ -164,8 +165,9 @@ def load_law(config: ml_collections.ConfigDict, workdir: str) -> Law:
     raise ValueError(f"validate.choices has 'chinchilla' but {workdir}/fit has no Chinchilla "
                      "posterior (the fit had no losses table); drop the choice")
   grid = planning.search_grid(config.fit, summary["inputs"]["fitted_range"])
-  return Law(name, planning.law_draws(name, posts, draws_max),
-             tuple(planning.law_tasks(name, posts)), chin, grid)
+  draws = planning.law_draws(name, posts, draws_max, summary.get("discrepancy", {}).get(name),
+                             int(config.fit.seed))
+  return Law(name, draws, tuple(planning.law_tasks(name, posts)), chin, grid)
 
 
 def planned_n(law: Law, pairs: list, choices) -> dict:
@@ -315,8 +317,8 @@ def run_validate(config: ml_collections.ConfigDict, workdir: str) -> Optional[di
   for run in runs:
     summary = io.read_json(os.path.join(run_dir(workdir, run), "train_done.json"))
     N, D = int(summary["N"]), int(summary["D"])
-    pred_mean, pred_tasks = predict(law, N, D, run.k)
-    meas_mean, meas_tasks = measure(rows[(run.run_id, run.k)], law.tasks, run.k)
+    pred_mean, pred_tasks = predict(law, N, D, run.k, int(config.validate.num_questions))
+    meas_mean, meas_tasks = measure(rows[(run.run_id, run.k)], law.tasks, run.k, law.name)
     entries.append({
         "C": run.C, "C_inf": run.C_inf, "choice": run.choice, "size": run.size, "N": N, "D": D,
         "k": run.k, "N_planned": run.N_planned, "tokens_per_param": D / N,
@@ -324,37 +326,73 @@ def run_validate(config: ml_collections.ConfigDict, workdir: str) -> Optional[di
         "predicted": pred_mean, "measured": meas_mean,
         "tasks": {t: {"predicted": pred_tasks[t], "measured": meas_tasks[t]} for t in law.tasks}})
   result = {"schema_version": io.SCHEMA_VERSION, "law": law.name, "tasks": list(law.tasks),
+            "measured_as": MEASURED_AS[law.name],
             "split": config.validate.split, "num_questions": config.validate.num_questions,
             "level": LEVEL, "entries": entries}
   path = os.path.join(workdir, "validate", "validation.json")
   io.write_json(path, result)
   print(f"validate: wrote {path}", flush=True)
-  for line in markdown(entries):
+  for line in markdown(entries, law.name):
     print(line, flush=True)
   return result
 
 
 # ------------------------------------------------------------------------------ predicted, measured
 
-def predict(law: Law, N: float, D: float, k: int) -> tuple[dict, dict]:
-  """The posterior's task-mean pass@k at (N, D, k) (the planner's objective on every draw) and
-  per task: ({median, lo, hi}, {task: {median, lo, hi}})."""
-  from t2jax.fit import planning  # pylint: disable=g-import-not-at-top
-  from t2jax.laws import approach1, approach2, optimize  # pylint: disable=g-import-not-at-top
-  mean_fn = planning.PASSK_FNS[law.name]
-  task_fn = {"approach1": approach1.passk, "approach2": approach2.expected_passk}[law.name]
+def predict(law: Law, N: float, D: float, k: int, num_questions: int,
+            seed: int = 0) -> tuple[dict, dict]:
+  """The posterior's task-mean pass@k at (N, D, k) (the planner's objective on every draw, model
+  discrepancy included), with `predictive` lo/hi: the interval for a measurement on
+  `num_questions` questions per task (Approach 2: the spread of a mean over that many questions
+  from each draw's Beta law; Approach 1: the fitted noise σ on log T). Returns
+  ({median, lo, hi, predictive: {lo, hi}}, {task: {median, lo, hi}})."""
+  from t2jax.fit import backtest, planning  # pylint: disable=g-import-not-at-top
+  from t2jax.laws import approach2, optimize  # pylint: disable=g-import-not-at-top
+  task_fn = planning.TASK_PASSK_FNS[law.name]
+  rng = np.random.default_rng(seed)
   with jax.enable_x64(True):
     draws = jax.tree.map(lambda x: jnp.asarray(x, jnp.float64), law.draws)
     q = tuple(jnp.asarray(x, jnp.float64) for x in (N, D, k))
-    mean_S = np.asarray(jax.vmap(lambda p: mean_fn(p, *q))(draws))
     task_SxT = np.asarray(jax.vmap(lambda p: task_fn(p, *q))(draws))
+    if law.name == "approach2":
+      a_SxT, b_SxT = (np.asarray(x) for x in jax.vmap(lambda p: approach2.beta_params(p, N, D))(draws))
+      twice_SxT = np.asarray(passk.beta_passk(a_SxT, b_SxT, 2.0 * k))
+      unwidened_SxT = np.asarray(passk.beta_passk(a_SxT, b_SxT, float(k)))
+  if law.name == "approach2":  # task_SxT is widened by the draws' discrepancy already
+    noise_SxT = backtest.question_noise(unwidened_SxT, twice_SxT, num_questions)
+    measured_SxT = backtest.measured_share(task_SxT, noise_SxT, num_questions, rng)
+  else:
+    sigma_SxT = np.asarray(law.draws["sigma"])
+    neg_log_SxT = -np.log(np.clip(task_SxT, 1e-300, 1))
+    measured_SxT = np.exp(-neg_log_SxT * np.exp(sigma_SxT * rng.standard_normal(task_SxT.shape)))
+  mean = _floats(optimize.interval(task_SxT.mean(axis=1)))
+  spread = optimize.interval(measured_SxT.mean(axis=1))
+  mean["predictive"] = {"lo": float(spread["lo"]), "hi": float(spread["hi"])}
   per_task = {t: _floats(optimize.interval(task_SxT[:, j])) for j, t in enumerate(law.tasks)}
-  return _floats(optimize.interval(mean_S)), per_task
+  return mean, per_task
 
 
-def measure(rows: list, task_names, k: int, seed: int = 0) -> tuple[dict, dict]:
-  """Task-mean pass@k from n = k samples per question (the share of questions with a correct
-  sample) with a 90% bootstrap interval over questions (resampled within each task), and per task:
+MEASURED_AS = {
+    "approach2": "mean over questions of pass@k (the share of questions with a correct sample)",
+    "approach1": "exp(-mean over questions of -log pass@k), from the Beta-binomial fit of the "
+                 "questions' counts (Approach 1's target)"}
+
+
+def _task_values(n_RxQ, c_RxQ, k: int, law: str) -> np.ndarray:
+  """The law's reading of a task's pass@k for each of R question sets (rows): approach2 the mean of
+  the unbiased per-question pass@k; approach1 exp(−T(k)) of `targets` (a geometric mean)."""
+  if law == "approach2":
+    return passk.unbiased_passk(n_RxQ, c_RxQ, k).mean(axis=1)
+  R, Q = n_RxQ.shape
+  t = targets.neg_log_passk_from_samples(n_RxQ.ravel(), c_RxQ.ravel(), [k],
+                                         np.repeat(np.arange(R), Q))
+  return np.exp(-t.mean_GxK[:, 0])
+
+
+def measure(rows: list, task_names, k: int, law: str = "approach2",
+            seed: int = 0) -> tuple[dict, dict]:
+  """Task-mean pass@k as `law` predicts it (`MEASURED_AS`) from the samples of each question, with
+  a 90% bootstrap interval over questions (resampled within each task), and per task:
   ({value, lo, hi}, {task: {value, lo, hi}})."""
   rng = np.random.default_rng(seed)
   tail = (1 - LEVEL) / 2
@@ -364,12 +402,13 @@ def measure(rows: list, task_names, k: int, seed: int = 0) -> tuple[dict, dict]:
     if not group:
       raise ValueError(f"validation rows have no questions of task {t!r}; delete the run's "
                        "eval_k*.jsonl and rerun the validate stage")
-    value_Q = passk.unbiased_passk(np.array([r["n"] for r in group]),
-                                   np.array([r["c"] for r in group]), k)
-    boot_R = value_Q[rng.integers(0, len(group), size=(BOOTSTRAP, len(group)))].mean(axis=1)
+    n_Q, c_Q = np.array([r["n"] for r in group]), np.array([r["c"] for r in group])
+    idx_RxQ = rng.integers(0, len(group), size=(BOOTSTRAP, len(group)))
+    boot_R = _task_values(n_Q[idx_RxQ], c_Q[idx_RxQ], k, law)
     boot_TxR.append(boot_R)
     lo, hi = np.quantile(boot_R, [tail, 1 - tail])
-    per_task[t] = {"value": float(value_Q.mean()), "lo": float(lo), "hi": float(hi)}
+    value = float(_task_values(n_Q[None], c_Q[None], k, law)[0])
+    per_task[t] = {"value": value, "lo": float(lo), "hi": float(hi)}
   mean_R = np.mean(boot_TxR, axis=0)
   lo, hi = np.quantile(mean_R, [tail, 1 - tail])
   value = float(np.mean([per_task[t]["value"] for t in task_names]))
@@ -383,7 +422,9 @@ def _floats(d: dict) -> dict:
 # ------------------------------------------------------------------------------ report
 
 def _inside(entry: dict) -> bool:
-  p = entry["predicted"]
+  """Whether the measurement fell inside its predictive interval (the posterior's where an older
+  validation.json has none)."""
+  p = entry["predicted"].get("predictive", entry["predicted"])
   return p["lo"] <= entry["measured"]["value"] <= p["hi"]
 
 
@@ -415,20 +456,27 @@ def _sentence(group: list) -> str:
   else:
     verdict = "; ".join(f"the {e['choice']} choice ({_describe(e)}, predicted "
                         f"{e['predicted']['median']:.3f})" for e in group)
-  return (f"{head}, {verdict}; against the predicted {LEVEL:.0%} intervals the measurements fell: "
+  return (f"{head}, {verdict}; against the predictive {LEVEL:.0%} intervals the measurements fell: "
           f"{inside}.")
 
 
-def markdown(entries: list) -> list[str]:
-  """The report's validation section: a table and one sentence per budget."""
+def markdown(entries: list, law: str = "approach2") -> list[str]:
+  """The report's validation section: a table and one sentence per budget; pass@k is read as
+  `law` predicts it (`MEASURED_AS`)."""
   lines = ["## Validation: trained where the laws point", "",
+           f"Predicted by {law}'s posterior at the trained (N, D, k), model discrepancy included "
+           "where the fit ran backtests; the predictive interval adds the noise of a measurement "
+           f"on the validation questions. Measured pass@k is the {MEASURED_AS[law]}, with a 90% "
+           "bootstrap interval over questions.", "",
            "| C | C_inf | choice | size | N | D | D/N | k | predicted pass@k [90%] | "
-           "measured pass@k [90%] |", "|---|---|---|---|---|---|---|---|---|---|"]
+           "predictive [90%] | measured pass@k [90%] |", "|---|---|---|---|---|---|---|---|---|---|---|"]
   for e in entries:
     p, m = e["predicted"], e["measured"]
+    pp = p.get("predictive")
+    spread = f"[{pp['lo']:.3f}, {pp['hi']:.3f}]" if pp else "n/a"
     lines.append(f"| {e['C']:.3g} | {e['C_inf']:.3g} | {e['choice']} | {e['size']} | {e['N']:,} | "
                  f"{e['D']:,} | {e['tokens_per_param']:.0f} | {e['k']} | {p['median']:.3f} "
-                 f"[{p['lo']:.3f}, {p['hi']:.3f}] | {m['value']:.3f} "
+                 f"[{p['lo']:.3f}, {p['hi']:.3f}] | {spread} | {m['value']:.3f} "
                  f"[{m['lo']:.3f}, {m['hi']:.3f}] |")
   lines.append("")
   groups: dict = {}
@@ -444,5 +492,5 @@ def report_section(workdir: str) -> tuple[Optional[list], list[str]]:
   path = os.path.join(workdir, "validate", "validation.json")
   if not os.path.exists(path):
     return None, []
-  entries = io.read_json(path)["entries"]
-  return entries, markdown(entries)
+  result = io.read_json(path)
+  return result["entries"], markdown(result["entries"], result["law"])

@@ -6,12 +6,13 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from t2jax import passk
+from t2jax import io, passk
 from t2jax.laws import approach2, simulate, table
 from t2jax.laws.posterior import Posterior
 
 TASKS = simulate.APPROACH2_TASKS
 FLOORS = {name: p["floor"] for name, p in TASKS.items()}
+REPO = io.REPO_ROOT
 LINK = ("theta1", "theta2", "theta3", "theta4")
 
 
@@ -84,6 +85,42 @@ def test_aggregated_likelihood_equals_per_row_terms(likelihood):
   np.testing.assert_allclose(got, want, rtol=1e-11)
 
 
+def test_precision_cap_keeps_the_likelihood_exact():
+  """A huge linear predictor log ν (85, as a MAP search on the cpu ladder reached) is capped, so
+  the gammaln form stays exact and below 0 (uncapped, cancellation made it +1e22)."""
+  assert simulate.LOG_NU_MAX == approach2.LOG_NU_MAX
+  results = _results(3, 2, 40, 16, seed=0)
+  results = results.select(results.sampled)
+  data = approach2.prepare(results, floors=FLOORS, likelihood="gammaln")
+  z = {k: np.zeros(2) for k in approach2.SITES}
+  z["eta3"] = np.full(2, 85.0)
+  with jax.enable_x64(True):
+    _, a_G, b_G = approach2.group_beta(z, data)
+    got = float(approach2.accuracy_log_likelihood(data, a_G, b_G))
+  a_G, b_G = np.asarray(a_G), np.asarray(b_G)
+  np.testing.assert_allclose(a_G + b_G, 1e4, rtol=1e-9)
+  group_R = approach2.row_groups(results)
+  want = stats.betabinom.logpmf(results.c, results.n, a_G[group_R], b_G[group_R]).sum()
+  assert want < 0
+  np.testing.assert_allclose(got, want, rtol=1e-9)
+
+
+def test_map_is_sane_on_the_cpu_ladder():
+  """The committed cpu ladder's tables, where an uncapped ν sent the MAP to a fitted task loss of
+  0.02 against observed 3.4-18 nats: the loss law now tracks every group within a factor of 2."""
+  from t2jax.fit import config as fit_config, inputs as fit_inputs
+  cfg = fit_config.default_config()
+  inputs = fit_inputs.load_inputs(f"{REPO}/docs/cpu-ladder/results.jsonl",
+                                  f"{REPO}/docs/cpu-ladder/rungs.jsonl", cfg)
+  data = approach2.prepare(inputs.results.select(~inputs.results_heldout), floors=inputs.floors)
+  params = approach2.fit_mle(data)
+  p = {k: v[data.task_G] for k, v in params.items()}
+  fitted_G = (p["E"] + p["A"] * np.exp(-p["alpha"] * data.logN_G)
+              + p["B"] * np.exp(-p["beta"] * data.logD_G))
+  ratio_G = fitted_G / data.nll_G
+  assert np.all((ratio_G > 0.5) & (ratio_G < 2)), ratio_G
+
+
 def test_prepare_rejects_bad_floors_and_missing_nll():
   results = _results(3, 2, 10, 4, seed=0)
   with pytest.raises(ValueError, match=r"floors has no entry for tasks \['mc4'\]"):
@@ -124,7 +161,7 @@ def test_nuts_posterior_recovers_truth_and_round_trips(ladder_fit, tmp_path):
   post = approach2.sample_posterior(data, num_chains=2, num_warmup=100, num_samples=100, seed=0,
                                     mle=params, dense_mass=False)
   assert post.num_draws == 200 and post.draws["alpha"].shape == (200, 2)
-  assert post.meta == {"law": "approach2", "tasks": ["gen", "mc4"]}
+  assert post.meta == {"law": "approach2", "tasks": ["gen", "mc4"], "loss_likelihood": "normal"}
   _check_recovery(data, post.median(), "posterior median")
   assert all(np.all(np.isfinite(v)) for v in post.rhat.values())
   np.testing.assert_array_equal(post.rhat["floor"], 1.0)

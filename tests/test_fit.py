@@ -82,8 +82,25 @@ def test_fit_writes_posteriors_diagnostics_and_extrapolation(workdir):
   for row in extrap["rows"]:
     assert row["D"] / row["N"] > 100
     assert row["lo"] <= row["predicted"] <= row["hi"]
+    assert row["lo"] <= row["mean_lo"] and row["mean_hi"] <= row["hi"]  # predictive ⊇ mean's
   # Chinchilla losses were simulated from the law itself with 1% noise: extrapolation is close.
   assert extrap["summary"]["chinchilla"]["median_abs_rel_error"] < 0.1
+
+
+def test_fit_backtests_chooses_a_likelihood_and_writes_netcdf(workdir):
+  summary = io.read_json(os.path.join(workdir, "fit", "summary.json"))
+  backtests = io.read_json(os.path.join(workdir, "fit", "backtest.json"))
+  assert set(backtests) == {"chinchilla", "approach1", "approach2"}
+  for law, b in backtests.items():
+    assert b["folds"] and b["points"], law  # 8 fitted models: rolling-origin and size folds
+    assert summary["discrepancy"][law] == b["scale"]
+    assert all(p["distance"] >= 0 and np.isfinite(p["error"]) for p in b["points"])
+  assert set(summary["discrepancy"]["approach2"]["s0"]) == {"gen"}
+  for law, entry in summary["loo"].items():
+    assert entry["chosen"]["likelihood"] in ("normal", "student_t")
+    assert {"normal", "student_t"} <= set(entry) and np.isfinite(entry["normal"]["elpd_loo"])
+  for name, rel in summary["posterior_files"].items():
+    assert os.path.exists(os.path.join(workdir, rel)[:-len(".npz")] + ".nc"), name
 
 
 def test_plan_tables_intervals_and_baselines(workdir):
@@ -134,13 +151,13 @@ def fake_chinchilla_posterior(offset_per_chain: float):
   """A stand-in for chinchilla.sample_posterior: iid draws around the point fit, each chain
   shifted by `offset_per_chain` (0: well mixed; large: chains stuck apart)."""
 
-  def sample(N, D, loss, *, point, num_chains, num_warmup, num_samples, seed):
+  def sample(N, D, loss, *, point, num_chains, num_warmup, num_samples, seed, likelihood):
     del N, D, loss, num_warmup
     rng = np.random.default_rng(seed)
     chains = {k: v * (1 + offset_per_chain * np.arange(num_chains)[:, None]
                       + 1e-3 * rng.standard_normal((num_chains, num_samples)))
-              for k, v in point.params.items()}
-    return posterior.Posterior.from_chains(chains, 0, {"law": "chinchilla"})
+              for k, v in dict(point.params, sigma=0.02).items()}
+    return posterior.Posterior.from_chains(chains, 0, {"law": "chinchilla", "likelihood": likelihood})
 
   return sample
 
@@ -148,7 +165,7 @@ def fake_chinchilla_posterior(offset_per_chain: float):
 def test_unconverged_chains_are_refused(workdir, tmp_path, monkeypatch):
   """Two chains stuck apart: refused with the reason and no posterior written, unless allowed."""
   monkeypatch.setattr(chinchilla, "sample_posterior", fake_chinchilla_posterior(0.5))
-  cfg = tiny_config(laws="chinchilla", allow_unconverged=False)
+  cfg = tiny_config(laws="chinchilla", allow_unconverged=False, likelihood="normal")
   out = str(tmp_path / "out")
   rungs = os.path.join(workdir, "rungs.jsonl")
   with pytest.raises(fitting.UnconvergedError, match="did not converge.*r-hat of"):
@@ -171,7 +188,7 @@ def test_unconverged_law_is_refitted_with_longer_chains(workdir, tmp_path, monke
     return stuck(N, D, loss, num_warmup=num_warmup, **kw)
 
   monkeypatch.setattr(chinchilla, "sample_posterior", sample)
-  cfg = tiny_config(laws="chinchilla", allow_unconverged=False, retries=1)
+  cfg = tiny_config(laws="chinchilla", allow_unconverged=False, retries=1, likelihood="normal")
   summary = fitting.fit_tables(os.path.join(workdir, "rungs.jsonl"), None, str(tmp_path / "out"), cfg)
   assert calls == [(20, 20), (40, 40)]
   assert summary["converged"] and summary["diagnostics"]["chinchilla"]["num_draws"] == 2 * 40
@@ -192,7 +209,7 @@ def test_cli_fits_a_user_loss_table(workdir, tmp_path, monkeypatch):
   csv = tmp_path / "losses.csv"
   csv.write_text("N,D,loss\n" + "".join(f"{r['N']},{r['D']},{r['val_loss']}\n" for r in rungs))
   argv = ["fit", f"--results={csv}", f"--out={tmp_path / 'out'}", "--budget=1e19,1e21",
-          "--config.num_samples=200"]
+          "--config.num_samples=200", "--config.likelihood=normal"]
   fv = flags.FlagValues()
   cli = cli_lib.define_flags(fv, argv)
   fv(argv)

@@ -13,7 +13,7 @@ import pytest
 import helpers
 from t2jax import io, sizes, train, validate
 from t2jax.fit import planning
-from t2jax.laws import optimize
+from t2jax.laws import optimize, targets
 from t2jax.laws import posterior as posterior_lib
 
 REPO = helpers.REPO
@@ -83,6 +83,20 @@ def test_measure_is_the_share_of_questions_with_a_correct_sample():
   assert validate.measure(rows, ("a", "b"), k=4) == (mean, per_task)  # fixed seed
 
 
+def test_measure_for_approach1_is_its_geometric_mean_target():
+  """Approach 1 predicts exp(−E_i[−log pass@k_i]); measured the same way on questions with known
+  p_i ~ Beta(0.5, 2) it lands near the truth, below the arithmetic mean."""
+  rng = np.random.default_rng(0)
+  a, b, k, Q = 0.5, 2.0, 16, 400
+  rows = [{"task": "a", "n": k, "c": int(c)} for c in rng.binomial(k, rng.beta(a, b, Q))]
+  geo, per_task = validate.measure(rows, ("a",), k=k, law="approach1")
+  arith, _ = validate.measure(rows, ("a",), k=k)
+  truth = np.exp(-targets.expected_neg_log_passk(np.array([a]), np.array([b]), [k])[0, 0])
+  assert abs(geo["value"] / truth - 1) < 0.1, (geo, truth)
+  assert geo["lo"] < truth < geo["hi"] and geo["value"] < arith["value"] - 0.05
+  assert per_task["a"]["value"] == geo["value"]
+
+
 def test_markdown_says_whether_t2_won_as_predicted():
   def entry(choice, size, pred, meas):
     return {"C": 1e12, "C_inf": 1e7, "choice": choice, "size": size, "N": 1, "D": 2, "k": 3,
@@ -120,12 +134,14 @@ def test_approach1_predictions_are_the_mean_over_tasks_on_every_draw():
            "sigma": 0.1}
   draws = {k: v * np.exp(0.05 * rng.standard_normal((S, len(TASKS)))) for k, v in names.items()}
   law = validate.Law("approach1", draws, TASKS, None, optimize.SearchGrid())
-  mean, per_task = validate.predict(law, 4e4, 8e5, 7)
+  mean, per_task = validate.predict(law, 4e4, 8e5, 7, num_questions=100)
   loss_SxT = (draws["E"] + draws["A"] / 4e4 ** draws["alpha"] + draws["B"] / 8e5 ** draws["beta"]
               + draws["G"] / 7 ** draws["gamma"])
   np.testing.assert_allclose(mean["median"], np.median(np.exp(-loss_SxT).mean(axis=1)), rtol=1e-9)
   np.testing.assert_allclose(per_task["recall"]["median"], np.median(np.exp(-loss_SxT[:, 1])),
                              rtol=1e-9)
+  # The predictive interval adds the fitted noise σ on log T: it contains the posterior's.
+  assert mean["predictive"]["lo"] < mean["lo"] <= mean["hi"] < mean["predictive"]["hi"]
 
 
 def test_report_section_is_empty_before_the_stage_ran(tmp_path):

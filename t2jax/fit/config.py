@@ -9,6 +9,8 @@ import ml_collections
 import numpy as np
 
 LAWS = ("chinchilla", "approach1", "approach2")
+DISCREPANCY = ("backtest", "none")
+LIKELIHOODS = ("auto", "normal", "student_t")
 ACCURACY_SOURCES = ("samples", "nll")
 
 
@@ -27,6 +29,8 @@ def default_config() -> ml_collections.ConfigDict:
   cfg.rhat_max = 1.05
   cfg.retries = 1  # refits of a law whose chains fail the checks, each with twice the draws
   cfg.allow_unconverged = False
+  cfg.likelihood = "auto"  # loss noise: 'normal', 'student_t', or 'auto' (both, PSIS-LOO picks)
+  cfg.discrepancy = "backtest"  # 'backtest': model discrepancy calibrated by backtests; 'none'
   cfg.budgets = (1e18, 1e19, 2.56e19, 1e20, 1e21)  # training FLOPs C (2.56e19: the T2 paper's)
   cfg.inference_budgets = (1e8, 1e9, 2e9, 1e10)  # per-token inference FLOPs C_inf = 2·N·k
   cfg.queries = (1e6, 1e8, 1e10)  # lifecycle: queries Q served
@@ -63,6 +67,12 @@ def check_config(cfg) -> None:
   if cfg.accuracy not in ACCURACY_SOURCES:
     raise ValueError(f"fit config `accuracy`={cfg.accuracy!r}; use one of {ACCURACY_SOURCES}")
   requested_laws(cfg)
+  if cfg.likelihood not in LIKELIHOODS:
+    raise ValueError(f"fit config `likelihood`={cfg.likelihood!r}; use 'normal', 'student_t' (for "
+                     "ladders with outlier losses) or 'auto' (both fitted, PSIS-LOO picks)")
+  if cfg.discrepancy not in DISCREPANCY:
+    raise ValueError(f"fit config `discrepancy`={cfg.discrepancy!r}; use 'backtest' (intervals "
+                     "widened by the backtested model error) or 'none' (the law taken as exact)")
   for name, low in (("num_chains", 1), ("num_warmup", 1), ("num_samples", 2), ("max_plan_draws", 1),
                     ("retries", 0)):
     if int(cfg[name]) < low:

@@ -3,8 +3,11 @@
 `fit_tables` validates the tables (nothing is written when they are bad), fits Chinchilla on the
 losses and Approach 1 and Approach 2 on the per-question results (held-out rows left out), checks
 every posterior's convergence (`Posterior.convergence`; refits with longer chains, then refuses
-unconverged ones unless `allow_unconverged`), and scores the held-out rows (`scoring`). Writes
-fit/summary.json, fit/diagnostics.json, fit/extrapolation.json and fit/posteriors/*.npz.
+unconverged ones unless `allow_unconverged`), backtests every law inside the fitting set to
+calibrate its model discrepancy (`backtest`, with `discrepancy="backtest"`), and scores the
+held-out rows with posterior predictive intervals (`scoring`). Writes fit/summary.json
+(`discrepancy`: each law's scale), fit/backtest.json, fit/diagnostics.json,
+fit/extrapolation.json and fit/posteriors/*.npz.
 """
 
 import os
@@ -16,8 +19,8 @@ import numpy as np
 from t2jax import io
 from t2jax.fit import config as config_lib
 from t2jax.fit import inputs as inputs_lib
-from t2jax.fit import scoring
-from t2jax.laws import approach1, approach2, chinchilla, optimize
+from t2jax.fit import backtest, scoring
+from t2jax.laws import approach1, approach2, chinchilla, diagnostics, optim, optimize, pointwise
 from t2jax.laws import posterior as posterior_lib
 
 
@@ -34,16 +37,19 @@ def _nuts(cfg, scale: int = 1) -> dict:
               num_samples=scale * int(cfg.num_samples), seed=int(cfg.seed))
 
 
-# Each `_fit_*` runs the point fit once and returns (point summary, sample), where `sample(scale)`
-# draws the posteriors with `scale` times the configured warm-up and draws.
+# Each `_fit_*` runs the point fit once and returns (point summary, sample, pointwise):
+# `sample(scale, likelihood)` draws the posteriors with `scale` times the configured warm-up and
+# draws under the loss likelihood ("normal" or "student_t"), and `pointwise(name, post)` gives a
+# posterior's pointwise log-likelihood (S, R) of the rows it was fitted on (PSIS-LOO).
 
 def _fit_chinchilla(losses, cfg):
   rows = losses.fit_rows()
   point = chinchilla.fit(rows.N, rows.D, rows.loss)
-  return {"params": point.params, "objective": point.objective,
-          "num_near_best_starts": point.num_near_best}, lambda scale: {
-              "chinchilla": chinchilla.sample_posterior(rows.N, rows.D, rows.loss, point=point,
-                                                        **_nuts(cfg, scale))}
+  return ({"params": point.params, "objective": point.objective,
+           "num_near_best_starts": point.num_near_best},
+          lambda scale, likelihood: {"chinchilla": chinchilla.sample_posterior(
+              rows.N, rows.D, rows.loss, point=point, likelihood=likelihood, **_nuts(cfg, scale))},
+          lambda name, post: pointwise.chinchilla(post, rows.N, rows.D, rows.loss))
 
 
 def _fit_approach1(results, cfg):
@@ -62,21 +68,68 @@ def _fit_approach1(results, cfg):
                    "k_grid": np.unique(t.k), "num_near_best_starts": fits[task].num_near_best,
                    "censored": t.censored}
 
-  def sample(scale):
+  def sample(scale, likelihood):
     return {f"approach1/{task}": approach1.sample_posterior(
-        t.N, t.D, t.k, t.loss, point=fits[task], **dict(_nuts(cfg, scale), seed=int(cfg.seed) + 1 + i))
+        t.N, t.D, t.k, t.loss, point=fits[task], likelihood=likelihood,
+        **dict(_nuts(cfg, scale), seed=int(cfg.seed) + 1 + i))
             for i, (task, t) in enumerate(tables.items())}
 
-  return point, sample
+  def ll(name, post):
+    t = tables[name.split("/", 1)[1]]
+    return pointwise.approach1(post, t.N, t.D, t.k, t.loss)
+
+  return point, sample, ll
 
 
 def _fit_approach2(results, floors, cfg):
-  data = approach2.prepare(results, floors=floors)
-  mle = approach2.fit_mle(data)
-  point = {"tasks": list(data.tasks), "floors": dict(zip(data.tasks, data.floor_T)),
-           "params": {name: dict(zip(data.tasks, v.tolist())) for name, v in mle.items()}}
-  return point, lambda scale: {"approach2": approach2.sample_posterior(
-      data, mle=mle, **dict(_nuts(cfg, scale), seed=int(cfg.seed) + 100))}
+  data = {lik: approach2.prepare(results, floors=floors, loss_likelihood=lik)
+          for lik in optim.LIKELIHOODS}
+  mle = approach2.fit_mle(data["normal"])
+  point = {"tasks": list(data["normal"].tasks), "floors": dict(zip(data["normal"].tasks,
+                                                                   data["normal"].floor_T)),
+           "params": {name: dict(zip(data["normal"].tasks, v.tolist())) for name, v in mle.items()}}
+  return (point, lambda scale, likelihood: {"approach2": approach2.sample_posterior(
+      data[likelihood], mle=mle, **dict(_nuts(cfg, scale), seed=int(cfg.seed) + 100))},
+          lambda name, post: pointwise.approach2_groups(post, data[post.meta["loss_likelihood"]]))
+
+
+def _loo(posts: dict, pointwise_fn) -> dict:
+  """PSIS-LOO of a law's posteriors (Approach 1: its tasks' observations pooled)."""
+  parts = {name: diagnostics.loo(post, pointwise_fn(name, post)) for name, post in posts.items()}
+  elpd_i = np.concatenate([p["elpd_i"] for p in parts.values()])
+  return {"elpd_loo": float(sum(p["elpd_loo"] for p in parts.values())),
+          "se": float(np.sqrt(len(elpd_i)) * np.std(elpd_i, ddof=1)) if len(elpd_i) > 1 else 0.0,
+          "p_loo": float(sum(p["p_loo"] for p in parts.values())),
+          "pareto_k_max": max(p["pareto_k_max"] for p in parts.values()),
+          "num_bad_k": sum(p["num_bad_k"] for p in parts.values()), "elpd_i": elpd_i}
+
+
+def _fit_law(law: str, sample, pointwise_fn, cfg) -> tuple:
+  """Samples a law under the configured likelihood(s); with `likelihood="auto"` under both and
+  keeps the one PSIS-LOO prefers (`diagnostics.choose_likelihood`; an unconverged candidate is
+  not chosen). Returns (posteriors, diagnostics, loo summary)."""
+  options = optim.LIKELIHOODS if cfg.likelihood == "auto" else (cfg.likelihood,)
+  runs = {}
+  for lik in options:
+    if len(options) > 1:
+      config_lib.log(f"{law}: {lik} likelihood")
+    posts, checks, _ = sample_until_converged(lambda scale: sample(scale, lik),
+                                              retries=int(cfg.retries), rhat_max=cfg.rhat_max,
+                                              log=config_lib.log)
+    runs[lik] = (posts, checks, _loo(posts, pointwise_fn))
+  converged = {lik: all(d["converged"] for d in r[1].values()) for lik, r in runs.items()}
+  if len(options) == 1:
+    chosen, why = options[0], {"likelihood": options[0], "reason": "configured"}
+  elif converged["student_t"] and converged["normal"]:
+    why = diagnostics.choose_likelihood(runs["normal"][2], runs["student_t"][2])
+    chosen = why["likelihood"]
+  else:
+    chosen = "normal" if converged["normal"] or not converged["student_t"] else "student_t"
+    why = {"likelihood": chosen, "reason": "the other likelihood's chains did not converge"}
+  config_lib.log(f"{law}: {chosen} likelihood ({why['reason']})")
+  summary = {"chosen": why, **{lik: {k: v for k, v in r[2].items() if k != "elpd_i"}
+                               for lik, r in runs.items()}}
+  return runs[chosen][0], runs[chosen][1], summary
 
 
 def sample_until_converged(sample: Callable[[int], dict], *, retries: int, rhat_max: float,
@@ -115,39 +168,50 @@ def fit_tables(results_path: str, rungs_path: Optional[str], out_dir: str, cfg) 
   fitters = {"chinchilla": lambda: _fit_chinchilla(inputs.losses, cfg),
              "approach1": lambda: _fit_approach1(fit_results, cfg),
              "approach2": lambda: _fit_approach2(fit_results, inputs.floors, cfg)}
-  diagnostics = {}
+  convergence, loo, pointwise_fns = {}, {}, {}
   for law in inputs.laws:
     t0 = time.time()
     config_lib.log(f"{law}: point fit + NUTS ({cfg.num_chains} chains × {cfg.num_warmup} warm-up + "
                    f"{cfg.num_samples} draws)")
-    point[law], sample = fitters[law]()
-    new, checks, _ = sample_until_converged(sample, retries=int(cfg.retries),
-                                            rhat_max=cfg.rhat_max, log=config_lib.log)
+    point[law], sample, pointwise_fns[law] = fitters[law]()
+    new, checks, loo[law] = _fit_law(law, sample, pointwise_fns[law], cfg)
     posts.update(new)
-    diagnostics.update(checks)
+    convergence.update(checks)
     config_lib.log(f"{law}: done in {time.time() - t0:.0f}s")
-  unconverged = {name: d["problems"] for name, d in diagnostics.items() if not d["converged"]}
+  unconverged = {name: d["problems"] for name, d in convergence.items() if not d["converged"]}
   fit_dir = os.path.join(out_dir, "fit")
   if unconverged and not cfg.allow_unconverged:
-    io.write_json(os.path.join(fit_dir, "diagnostics.json"), diagnostics)
+    io.write_json(os.path.join(fit_dir, "diagnostics.json"), convergence)
     raise UnconvergedError(
         f"the NUTS chains did not converge, so no posterior is reported: {unconverged}. Run longer "
         "chains (--config.num_warmup / --config.num_samples), or pass --config.allow_unconverged=True "
         f"to keep them anyway (diagnostics in {fit_dir}/diagnostics.json)")
   for name, post in posts.items():
     post.save(posterior_path(out_dir, name))
-  extrapolation = scoring.score_heldout(inputs, posts, cfg)
+    law = name.split("/", 1)[0]
+    diagnostics.save_netcdf(post, posterior_path(out_dir, name)[:-len(".npz")] + ".nc",
+                            pointwise_fns[law](name, post))
+  scales = {}
+  if cfg.discrepancy == "backtest":
+    t0 = time.time()
+    backtests = backtest.run_backtests(inputs, fit_results, posts, inputs_lib.fitted_range(inputs),
+                                       cfg, log=config_lib.log)
+    scales = {law: b["scale"] for law, b in backtests.items()}
+    io.write_json(os.path.join(fit_dir, "backtest.json"), backtests)
+    config_lib.log(f"backtests done in {time.time() - t0:.0f}s")
+  extrapolation = scoring.score_heldout(inputs, posts, cfg, scales)
   summary = {
       "inputs": inputs_lib.describe(inputs, results_path, rungs_path),
       "laws": list(inputs.laws), "skipped": inputs.skipped, "point": point,
       "posterior": {name: _param_summary(post) for name, post in posts.items()},
       "posterior_files": {name: os.path.relpath(posterior_path(out_dir, name), out_dir)
                           for name in posts},
-      "diagnostics": diagnostics, "converged": not unconverged,
+      "diagnostics": convergence, "converged": not unconverged, "discrepancy": scales,
+      "loo": loo,
       "extrapolation": extrapolation["summary"], "seconds": time.time() - start,
       "config": cfg.to_dict()}
   io.write_json(os.path.join(fit_dir, "extrapolation.json"), extrapolation)
-  io.write_json(os.path.join(fit_dir, "diagnostics.json"), diagnostics)
+  io.write_json(os.path.join(fit_dir, "diagnostics.json"), convergence)
   io.write_json(os.path.join(fit_dir, "summary.json"), summary)
   config_lib.log(f"fit written to {fit_dir} ({time.time() - start:.0f}s)")
   return summary

@@ -4,21 +4,41 @@ For the configured training budgets C, per-token inference budgets C_inf and lif
 counts Q, beside the training-only optimum (k = 1, the same law) and, with a losses table, the
 Chinchilla optimum. N is searched within the fitted model sizes ×/÷ `n_range_factor` (unless
 `bound_n` is False); every entry says how far D*/N* and the compute lie beyond the fitted range, and
-the table entries carry each task's own optimum. Writes plan/plan.json (fields: docs/fitting.md).
+the table entries carry each task's own optimum. Where the fit ran backtests, every draw carries its
+model discrepancy (`laws.discrepancy`), so the intervals widen with the distance a plan
+extrapolates. Writes plan/plan.json (fields: docs/fitting.md).
 """
 
 import os
 import time
 from typing import Optional
 
+import jax.numpy as jnp
 import numpy as np
 
 from t2jax import io
 from t2jax.fit import config as config_lib
-from t2jax.laws import approach1, approach2, chinchilla, optimize
+from t2jax.laws import approach1, approach2, chinchilla, discrepancy, optimize
 from t2jax.laws import posterior as posterior_lib
 
-PASSK_FNS = {"approach1": approach1.task_mean_passk, "approach2": approach2.task_mean_passk}
+
+
+def _approach1_task_passk(params: dict, N, D, k):
+  """Approach 1's pass@k per task, exp(−T) with T widened by the draw's discrepancy."""
+  T = approach1.neg_log_passk(params, N, D, k)
+  return jnp.exp(-discrepancy.widen("log", T, params, N, D))
+
+
+def _approach2_task_passk(params: dict, N, D, k):
+  """Approach 2's E[pass@k] per task, widened by the draw's discrepancy on the logit scale."""
+  return discrepancy.widen("logit", approach2.expected_passk(params, N, D, k), params, N, D)
+
+
+# Per task (params (T,) → (T, ...query)) and task mean (the planner's objective); a draw's
+# discrepancy keys, where the fit ran backtests, move its predictions (`discrepancy.widen`).
+TASK_PASSK_FNS = {"approach1": _approach1_task_passk, "approach2": _approach2_task_passk}
+PASSK_FNS = {law: (lambda p, N, D, k, f=f: jnp.mean(f(p, N, D, k), axis=0))
+             for law, f in TASK_PASSK_FNS.items()}
 _METHODS = {"k": "inverted_cdf"}  # quantiles of the integer k are draws, hence integers
 
 
@@ -33,8 +53,10 @@ def load_posteriors(out_dir: str) -> tuple:
   return summary, posts
 
 
-def law_draws(law: str, posts: dict, max_draws: int) -> dict:
-  """Planner draws of a law, thinned evenly to at most `max_draws` (Approach 1: tasks stacked)."""
+def law_draws(law: str, posts: dict, max_draws: int, scale: Optional[dict] = None,
+              seed: int = 0) -> dict:
+  """Planner draws of a law, thinned evenly to at most `max_draws` (Approach 1: tasks stacked),
+  with the discrepancy keys drawn from `scale` (the fit summary's `discrepancy[law]`) if given."""
   if law == "approach1":
     names = law_tasks(law, posts)
     keys = posts[f"approach1/{names[0]}"].draws
@@ -44,7 +66,10 @@ def law_draws(law: str, posts: dict, max_draws: int) -> dict:
     draws = dict(posts[law].draws)
   S = len(next(iter(draws.values())))
   keep = np.unique(np.linspace(0, S - 1, min(S, max_draws)).round().astype(int))
-  return {k: v[keep] for k, v in draws.items()}
+  draws = {k: v[keep] for k, v in draws.items()}
+  if scale is not None:
+    draws.update(discrepancy.draws(scale, len(keep), law_tasks(law, posts), seed))
+  return draws
 
 
 def law_tasks(law: str, posts: dict) -> list:
@@ -216,7 +241,9 @@ def plan_dir(out_dir: str, cfg) -> dict:
     if law in summary["laws"]:
       t0 = time.time()
       config_lib.log(f"plan {law}: {cfg.max_plan_draws} draws max through the planner")
-      plan["laws"][law] = plan_law(law, law_draws(law, posts, int(cfg.max_plan_draws)),
+      scale = summary.get("discrepancy", {}).get(law)
+      draws = law_draws(law, posts, int(cfg.max_plan_draws), scale, int(cfg.seed))
+      plan["laws"][law] = plan_law(law, draws,
                                    law_tasks(law, posts), cfg, chin, fitted_range)
       config_lib.log(f"plan {law}: done in {time.time() - t0:.0f}s")
   plan["primary"] = next(iter(plan["laws"]), None)

@@ -138,20 +138,31 @@ def warm_start(p: dict, logx_RxF: np.ndarray, loss) -> np.ndarray:
   return np.concatenate([[log_e], log_term_F + s_F * center_F, s_F])
 
 
+def _derive(e, logc, s, sigma):
+  return dict(E=jnp.exp(e), A=jnp.exp(logc[..., 0]), B=jnp.exp(logc[..., 1]),
+              G=jnp.exp(logc[..., 2]), alpha=s[..., 0], beta=s[..., 1], gamma=s[..., 2],
+              sigma=sigma)
+
+
+def map_fit(N, D, k, loss) -> dict:
+  """The posterior's MAP (bounded exponents, the priors of `sample_posterior`) from the point fit:
+  params E, A, B, G, alpha, beta, gamma, sigma (floats)."""
+  optim.check_positive_1d("approach1.map_fit", N=N, D=D, k=k, loss=loss)
+  logx = _logx(N, D, k)
+  return optim.map_power_sum(logx, loss, warm_start(fit(N, D, k, loss).params, logx, loss), _derive)
+
+
 def sample_posterior(N, D, k, loss, *, num_chains: int = 2, num_warmup: int = 500,
                      num_samples: int = 500, seed: int = 0,
-                     point: Optional[optim.LawFit] = None) -> posterior_lib.Posterior:
-  """NUTS posterior of E, A, B, G, alpha, beta, gamma (+ sigma, the log-loss noise)."""
+                     point: Optional[optim.LawFit] = None,
+                     likelihood: str = "normal") -> posterior_lib.Posterior:
+  """NUTS posterior of E, A, B, G, alpha, beta, gamma (+ sigma, the log-loss noise scale);
+  `likelihood`: "normal" or "student_t" (`optim.observation`)."""
+  optim.check_likelihood("approach1.sample_posterior", "likelihood", likelihood)
   optim.check_positive_1d("approach1.sample_posterior", N=N, D=D, k=k, loss=loss)
   point = point or fit(N, D, k, loss)
   logx = _logx(N, D, k)
   theta = warm_start(point.params, logx, loss)
-
-  def derive(e, logc, s, sigma):
-    return dict(E=jnp.exp(e), A=jnp.exp(logc[..., 0]), B=jnp.exp(logc[..., 1]),
-                G=jnp.exp(logc[..., 2]), alpha=s[..., 0], beta=s[..., 1], gamma=s[..., 2],
-                sigma=sigma)
-
-  return optim.sample_power_sum(logx, loss, theta, derive, num_chains=num_chains,
+  return optim.sample_power_sum(logx, loss, theta, _derive, num_chains=num_chains,
                                 num_warmup=num_warmup, num_samples=num_samples, seed=seed,
-                                meta={"law": "approach1"})
+                                meta={"law": "approach1"}, likelihood=likelihood)

@@ -4,9 +4,11 @@ Per task t and model (N, D):
 - task loss L̂ = E + A/N^α + B/D^β, where the task loss is the mean over questions of the gold
   answer's *total* NLL (nats per answer, not per token): it is −E[log p_i] for p_i = exp(−nll_i),
   the quantity the NLL-only observation below uses, and it needs no token counts. Observed as
-  log(mean NLL) ~ Normal(log L̂, σ_t);
+  log(mean NLL) ~ Normal(log L̂, σ_t), or a Student-t (`prepare(loss_likelihood="student_t")`,
+  `optim.observation`) for ladders with outlier losses;
 - per-question accuracy p_i ~ Beta(a, b) with mean μ = floor + (ceil − floor)·sigmoid(θ1 − θ2·L̂)
-  (θ2 > 0) and precision ν = exp(θ3 + θ4·L̂); a = μν, b = (1 − μ)ν. The floor is chance
+  (θ2 > 0) and precision ν = exp(θ3 + θ4·L̂), softly capped at 1e4 (`precision`); a = μν,
+  b = (1 − μ)ν. The floor is chance
   (1/#choices for multiple choice, else 0) and the ceiling (default 1) are given, not fitted
   (ours): L̂ ≥ E already caps μ at floor + (ceil − floor)·sigmoid(θ1 − θ2·E), so a fitted ceiling
   is not identifiable from a ladder; give ceil < 1 for tasks with known label noise;
@@ -42,6 +44,10 @@ from t2jax.laws import table as table_lib
 
 SITES = ("logit_E", "amp_N", "amp_D", "logit_alpha", "logit_beta", "log_sigma", "eta1", "log_eta2", "eta3",
          "eta4")
+# Precision cap: beyond ~1e4 the Beta law is a point mass for any ladder's counts (a per-question
+# sd of pass@1 under 0.005), while the gammaln form's terms (~ν log ν) lose all their digits to
+# cancellation as ν grows (at ν ~ 1e37 a MAP search found accuracy log-likelihoods of +1e22).
+LOG_NU_MAX = float(np.log(1e4))
 PARAMS = ("E", "A", "B", "alpha", "beta", "sigma", "theta1", "theta2", "theta3", "theta4", "floor",
           "ceil")
 
@@ -74,6 +80,7 @@ class Approach2Data:
   above_c_GxJ: Optional[np.ndarray] = None
   above_nmc_GxJ: Optional[np.ndarray] = None
   above_n_GxJ: Optional[np.ndarray] = None
+  loss_likelihood: str = "normal"  # the task-loss observation's law: "normal" or "student_t"
 
 
 def row_groups(results: table_lib.ResultsTable) -> np.ndarray:
@@ -100,14 +107,17 @@ def _counts_above(group_R, x_R, G, J) -> np.ndarray:
 
 
 def prepare(results: table_lib.ResultsTable, *, floors: Optional[dict] = None,
-            ceilings: Optional[dict] = None, likelihood: str = "auto") -> Approach2Data:
+            ceilings: Optional[dict] = None, likelihood: str = "auto",
+            loss_likelihood: str = "normal") -> Approach2Data:
   """Aggregates a results table. `floors` maps every task to its chance accuracy (None: all 0),
   `ceilings` to its highest reachable accuracy (None: all 1). `likelihood` picks the form of the
   Beta-binomial sum: "gammaln", "rising" or "auto" (rising when G·n_max <= 4·K, i.e. when its
-  logs cost less than the gammaln form's gammaln and digamma calls)."""
+  logs cost less than the gammaln form's gammaln and digamma calls). `loss_likelihood` is the
+  law of the task-loss observation: "normal" or "student_t" (`optim.observation`)."""
   if likelihood not in ("auto", "gammaln", "rising"):
     raise ValueError(f"approach2.prepare: likelihood={likelihood!r}; use 'auto', 'gammaln' or "
                      "'rising'")
+  optim.check_likelihood("approach2.prepare", "loss_likelihood", loss_likelihood)
   tasks = results.tasks
   floor_T = _per_task(tasks, floors, "floors", 0.0,
                       "give 1/#choices for multiple choice and 0 for generative tasks")
@@ -167,7 +177,8 @@ def prepare(results: table_lib.ResultsTable, *, floors: Optional[dict] = None,
       beta_count_G=beta_count_G.astype(np.float64), sum_logp_G=sum_logp_G,
       sum_log1mp_G=sum_log1mp_G, center_logN=float(logN_G.mean()),
       center_logD=float(logD_G.mean()), loss_center_T=loss_center_T, loss_scale_T=loss_scale_T,
-      loss_min_T=np.array([nll_G[task_G == t].min() for t in range(len(tasks))]), **above)
+      loss_min_T=np.array([nll_G[task_G == t].min() for t in range(len(tasks))]),
+      loss_likelihood=loss_likelihood, **above)
 
 
 # ------------------------------------------------------------------------------------- model
@@ -199,6 +210,12 @@ def _bounded(z: dict, data: Approach2Data):
   return E, 2.0 * jax.nn.sigmoid(z["logit_alpha"]), 2.0 * jax.nn.sigmoid(z["logit_beta"])
 
 
+def precision(log_nu):
+  """ν from the linear predictor log ν = θ3 + θ4·L̂, softly capped: exp(m − softplus(m − log ν))
+  with m = LOG_NU_MAX (≈ exp(log ν) well below the cap, → 1e4 above it; smooth for NUTS)."""
+  return jnp.exp(LOG_NU_MAX - jax.nn.softplus(LOG_NU_MAX - log_nu))
+
+
 def group_beta(z: dict, data: Approach2Data):
   """(L̂_G, a_G, b_G) for every model × task group from sampled sites `z` (T,)."""
   t = data.task_G
@@ -209,14 +226,20 @@ def group_beta(z: dict, data: Approach2Data):
   floor_G = data.floor_T[t]
   mu_G = floor_G + (data.ceil_T[t] - floor_G) * jax.nn.sigmoid(
       z["eta1"][t] - jnp.exp(z["log_eta2"][t]) * std_G)
-  nu_G = jnp.exp(z["eta3"][t] + z["eta4"][t] * std_G)
+  nu_G = precision(z["eta3"][t] + z["eta4"][t] * std_G)
   return loss_G, mu_G * nu_G, (1 - mu_G) * nu_G
 
 
+def loss_log_density(z: dict, data: Approach2Data, loss_G):
+  """Per group (G,): log(mean NLL) ~ Normal(log L̂, σ_t), or Student-t per `data.loss_likelihood`."""
+  sigma_G = jnp.exp(z["log_sigma"][data.task_G])
+  return optim.observation(data.loss_likelihood, jnp.log(loss_G), sigma_G).log_prob(
+      jnp.log(data.nll_G))
+
+
 def loss_log_likelihood(z: dict, data: Approach2Data, loss_G):
-  """log(mean NLL) ~ Normal(log L̂, σ_t), summed over groups."""
-  return jnp.sum(dist.Normal(jnp.log(loss_G), jnp.exp(z["log_sigma"][data.task_G]))
-                 .log_prob(jnp.log(data.nll_G)))
+  """`loss_log_density` summed over groups."""
+  return jnp.sum(loss_log_density(z, data, loss_G))
 
 
 def accuracy_log_likelihood(data: Approach2Data, a_G, b_G):
@@ -291,7 +314,7 @@ def beta_params(params: dict, N, D):
   loss = chinchilla.loss(params, N, D)
   p = optim.expand_params(params, N.ndim)
   mu = p["floor"] + (p["ceil"] - p["floor"]) * jax.nn.sigmoid(p["theta1"] - p["theta2"] * loss)
-  nu = jnp.exp(p["theta3"] + p["theta4"] * loss)
+  nu = precision(p["theta3"] + p["theta4"] * loss)
   return mu * nu, (1 - mu) * nu
 
 
@@ -366,4 +389,5 @@ def sample_posterior(data: Approach2Data, *, num_chains: int = 2, num_warmup: in
   return posterior_lib.sample_nuts(
       model, init, lambda z: to_params(z, data), num_chains=num_chains, num_warmup=num_warmup,
       num_samples=num_samples, seed=seed, dense_mass=dense_mass,
-      meta={"law": "approach2", "tasks": list(data.tasks)}, data=data)
+      meta={"law": "approach2", "tasks": list(data.tasks), "loss_likelihood": data.loss_likelihood},
+      data=data)

@@ -54,21 +54,36 @@ def optimum(params: dict, C):
   return N_opt, C / (6.0 * N_opt)
 
 
-def sample_posterior(N, D, loss, *, num_chains: int = 2, num_warmup: int = 500,
-                     num_samples: int = 500, seed: int = 0,
-                     point: Optional[optim.LawFit] = None) -> posterior_lib.Posterior:
-  """NUTS posterior of E, A, B, alpha, beta (+ sigma, the log-loss noise), warm-started at the
-  point fit (`point`, fitted here when not given). Likelihood: log L ~ Normal(log L̂, σ)."""
-  optim.check_positive_1d("chinchilla.sample_posterior", N=N, D=D, loss=loss)
-  point = point or fit(N, D, loss)
+def _derive(e, logc, s, sigma):
+  return dict(E=jnp.exp(e), A=jnp.exp(logc[..., 0]), B=jnp.exp(logc[..., 1]),
+              alpha=s[..., 0], beta=s[..., 1], sigma=sigma)
+
+
+def _warm_start(N, D, point: optim.LawFit) -> tuple:
   p = point.params
   theta = np.array([np.log(p["E"]), np.log(p["A"]), np.log(p["B"]), p["alpha"], p["beta"]])
-  logx = np.log(np.stack([np.asarray(N, np.float64), np.asarray(D, np.float64)], axis=1))
+  return np.log(np.stack([np.asarray(N, np.float64), np.asarray(D, np.float64)], axis=1)), theta
 
-  def derive(e, logc, s, sigma):
-    return dict(E=jnp.exp(e), A=jnp.exp(logc[..., 0]), B=jnp.exp(logc[..., 1]),
-                alpha=s[..., 0], beta=s[..., 1], sigma=sigma)
 
-  return optim.sample_power_sum(logx, loss, theta, derive, num_chains=num_chains,
+def map_fit(N, D, loss) -> dict:
+  """The posterior's MAP (bounded exponents, the priors of `sample_posterior`) from the point fit:
+  params E, A, B, alpha, beta, sigma (floats)."""
+  optim.check_positive_1d("chinchilla.map_fit", N=N, D=D, loss=loss)
+  logx, theta = _warm_start(N, D, fit(N, D, loss))
+  return optim.map_power_sum(logx, loss, theta, _derive)
+
+
+def sample_posterior(N, D, loss, *, num_chains: int = 2, num_warmup: int = 500,
+                     num_samples: int = 500, seed: int = 0,
+                     point: Optional[optim.LawFit] = None,
+                     likelihood: str = "normal") -> posterior_lib.Posterior:
+  """NUTS posterior of E, A, B, alpha, beta (+ sigma, the log-loss noise scale), warm-started at
+  the point fit (`point`, fitted here when not given). Likelihood: log L ~ Normal(log L̂, σ), or a
+  Student-t (`likelihood="student_t"`, `optim.observation`) for ladders with outlier losses."""
+  optim.check_likelihood("chinchilla.sample_posterior", "likelihood", likelihood)
+  optim.check_positive_1d("chinchilla.sample_posterior", N=N, D=D, loss=loss)
+  point = point or fit(N, D, loss)
+  logx, theta = _warm_start(N, D, point)
+  return optim.sample_power_sum(logx, loss, theta, _derive, num_chains=num_chains,
                                 num_warmup=num_warmup, num_samples=num_samples, seed=seed,
-                                meta={"law": "chinchilla"})
+                                meta={"law": "chinchilla"}, likelihood=likelihood)

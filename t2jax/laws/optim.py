@@ -201,8 +201,33 @@ def _bounded(logy_R, logit_E, logit_s):
   return jnp.min(logy_R) + jax.nn.log_sigmoid(logit_E), 2.0 * jax.nn.sigmoid(logit_s)
 
 
-def power_sum_model(logx_RxF, logy_R, center_F):
-  """NumPyro model: log y ~ Normal(log power sum, σ), weakly informative priors.
+# Observation likelihoods of the loss-type observations (log L ~ f(log L̂, σ)).
+LIKELIHOODS = ("normal", "student_t")
+# Student-t degrees of freedom, fixed (ours). A ladder has 5-100 loss observations per law, too
+# few to identify ν: a sampled ν would echo its prior and add a ν-σ funnel to NUTS's geometry.
+# ν = 4 is the usual fixed robust choice (Gelman et al., BDA3 §17.2; Lange et al. 1989): tails
+# heavy enough that one diverged rung sits at a few scales without dragging the fit, variance
+# still finite, and close to the normal within ±2σ. σ is then the scale; the sd is σ·√2.
+STUDENT_T_DF = 4.0
+
+
+def check_likelihood(caller: str, argument: str, value: str) -> str:
+  """Returns `value` if it names a likelihood in `LIKELIHOODS`, else raises naming `argument`."""
+  if value not in LIKELIHOODS:
+    raise ValueError(f"{caller}: {argument}={value!r}; use one of {list(LIKELIHOODS)} ('student_t' "
+                     "for ladders with outlier losses, e.g. a diverged or badly tuned rung)")
+  return value
+
+
+def observation(likelihood: str, loc, scale) -> dist.Distribution:
+  """The law of a log-loss observation: Normal(loc, scale) or StudentT(STUDENT_T_DF, loc, scale)."""
+  if likelihood == "normal":
+    return dist.Normal(loc, scale)
+  return dist.StudentT(STUDENT_T_DF, loc, scale)
+
+
+def power_sum_model(logx_RxF, logy_R, center_F, likelihood: str = "normal"):
+  """NumPyro model: log y ~ `observation(likelihood, log power sum, σ)`, weakly informative priors.
 
   Sites (all unconstrained): `logit_E` (E = min y · sigmoid); `amp` (F,), the log of each term at
   the data's centre (log C_f − s_f·centre_f, which decorrelates C_f from s_f); `logit_s` (F,),
@@ -216,18 +241,13 @@ def power_sum_model(logx_RxF, logy_R, center_F):
   log_sigma = numpyro.sample("log_sigma", dist.Normal(jnp.log(0.02), 1.0))
   e, s = _bounded(logy_R, logit_E, logit_s)
   theta = jnp.concatenate([e[None], amp + s * center_F, s])
-  numpyro.sample("obs", dist.Normal(power_sum_log(theta, logx_RxF), jnp.exp(log_sigma)),
+  numpyro.sample("obs", observation(likelihood, power_sum_log(theta, logx_RxF), jnp.exp(log_sigma)),
                  obs=logy_R)
 
 
-def sample_power_sum(logx_RxF, y_R, theta_P, derive: Callable, *, num_chains: int,
-                     num_warmup: int, num_samples: int, seed: int, meta: dict,
-                     max_iter: int = 1000):
-  """NUTS posterior of a power sum, warm-started at the MAP of `power_sum_model`, found by
-  float64 L-BFGS from the point fit `theta_P` (E and the exponents clipped into their bounds,
-  each term kept at its fitted value at the data's centre)."""
-  logx_RxF = np.asarray(logx_RxF, np.float64)
-  logy_R = np.log(np.asarray(y_R, np.float64))
+def _power_sum_map(logx_RxF, logy_R, theta_P, *, max_iter: int, likelihood: str) -> dict:
+  """MAP sites of `power_sum_model` by float64 L-BFGS from the point fit `theta_P` (E and the
+  exponents clipped into their bounds, each term kept at its fitted value at the data's centre)."""
   F = logx_RxF.shape[1]
   center_F = logx_RxF.mean(axis=0)
   E = np.clip(np.exp(theta_P[0] - logy_R.min()), 1e-4, 0.99)
@@ -235,18 +255,52 @@ def sample_power_sum(logx_RxF, y_R, theta_P, derive: Callable, *, num_chains: in
   resid = logy_R - np.asarray(power_sum_log(jnp.asarray(theta_P), jnp.asarray(logx_RxF)))
   start = {"logit_E": logit(E), "amp": theta_P[1:1 + F] - theta_P[1 + F:] * center_F,
            "logit_s": logit(s_F / 2), "log_sigma": np.log(max(np.std(resid), 1e-3))}
-  init = map_sites(power_sum_model, start, max_iter=max_iter, logx_RxF=logx_RxF, logy_R=logy_R,
-                   center_F=center_F)
+  return map_sites(power_sum_model, start, max_iter=max_iter, logx_RxF=logx_RxF, logy_R=logy_R,
+                   center_F=center_F, likelihood=likelihood)
+
+
+def _power_sum_theta(logx_RxF, logy_R, derive: Callable) -> Callable:
+  """Sites of `power_sum_model` → the law's parameters (`derive(e, log C, s, σ)`)."""
+  center_F = logx_RxF.mean(axis=0)
 
   def to_theta(samples):
     e, s = _bounded(logy_R, samples["logit_E"], samples["logit_s"])
     return derive(e, samples["amp"] + s * center_F, s, jnp.exp(samples["log_sigma"]))
+  return to_theta
 
+
+def map_power_sum(logx_RxF, y_R, theta_P, derive: Callable, *, max_iter: int = 1000,
+                  likelihood: str = "normal") -> dict:
+  """The MAP of `power_sum_model` (bounded E and exponents, weak priors) as the law's parameters
+  (floats): a point estimate that cannot run off to the unbounded exponents a Huber fit on a few
+  rows can reach (backtests refit on subsets)."""
+  check_likelihood("map_power_sum", "likelihood", likelihood)
+  logx_RxF = np.asarray(logx_RxF, np.float64)
+  logy_R = np.log(np.asarray(y_R, np.float64))
+  sites = _power_sum_map(logx_RxF, logy_R, theta_P, max_iter=max_iter, likelihood=likelihood)
+  with jax.enable_x64(True):
+    params = _power_sum_theta(logx_RxF, logy_R, derive)(
+        {k: jnp.asarray(v, jnp.float64) for k, v in sites.items()})
+  return {k: float(v) for k, v in params.items()}
+
+
+def sample_power_sum(logx_RxF, y_R, theta_P, derive: Callable, *, num_chains: int,
+                     num_warmup: int, num_samples: int, seed: int, meta: dict,
+                     max_iter: int = 1000, likelihood: str = "normal"):
+  """NUTS posterior of a power sum, warm-started at the MAP of `power_sum_model`
+  (`_power_sum_map` from the point fit `theta_P`). `likelihood` ("normal" or "student_t", see
+  `observation`) is recorded as meta["likelihood"]."""
+  check_likelihood("sample_power_sum", "likelihood", likelihood)
+  logx_RxF = np.asarray(logx_RxF, np.float64)
+  logy_R = np.log(np.asarray(y_R, np.float64))
+  center_F = logx_RxF.mean(axis=0)
+  init = _power_sum_map(logx_RxF, logy_R, theta_P, max_iter=max_iter, likelihood=likelihood)
   # Diagonal mass: on the 8-rung CPU ladder it gave fewer divergences than dense in spot checks.
   return posterior_lib.sample_nuts(
-      power_sum_model, init, to_theta, num_chains=num_chains, num_warmup=num_warmup,
-      num_samples=num_samples, seed=seed, meta=meta, dense_mass=False, logx_RxF=logx_RxF,
-      logy_R=logy_R, center_F=center_F)
+      power_sum_model, init, _power_sum_theta(logx_RxF, logy_R, derive), num_chains=num_chains,
+      num_warmup=num_warmup, num_samples=num_samples, seed=seed,
+      meta=dict(meta, likelihood=likelihood), dense_mass=False, logx_RxF=logx_RxF,
+      logy_R=logy_R, center_F=center_F, likelihood=likelihood)
 
 
 def map_sites(model: Callable, start: dict, *, max_iter: int, **model_kwargs) -> dict:

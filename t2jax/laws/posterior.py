@@ -1,4 +1,4 @@
-"""Posterior draws with their MCMC diagnostics (split r-hat, ESS, divergences), saved as .npz."""
+"""Posterior draws with their MCMC diagnostics (r-hat, ESS: `diagnostics`; divergences), as .npz."""
 
 import dataclasses
 import json
@@ -6,23 +6,16 @@ from typing import Callable, Optional
 
 import jax
 import numpy as np
-from numpyro import diagnostics, infer
+from numpyro import infer
 
 from t2jax import io
-
-
-def _diagnostic(fn: Callable, chains_CxS, constant_value: float) -> np.ndarray:
-  """`fn` per element of (C, S, ...) chains; elements constant over every draw (a fixed input
-  such as a chance floor) get `constant_value`, where `fn` would divide by a zero variance."""
-  constant = np.all(chains_CxS == chains_CxS[:1, :1], axis=(0, 1))
-  with np.errstate(divide="ignore", invalid="ignore"):
-    value = np.asarray(fn(chains_CxS), np.float64)
-  return np.where(constant, constant_value, value)
+from t2jax.laws import diagnostics
 
 
 @dataclasses.dataclass(frozen=True)
 class Posterior:
-  """`draws[name]` has a leading axis S = chains × samples (chain-major); `rhat`, `ess` per element.
+  """`draws[name]` has a leading axis S = chains × samples (chain-major); `rhat`, `ess` per element
+  (rank-normalised split r-hat, min of bulk and tail ESS: `diagnostics.rhat_ess`).
 
   `meta` holds what the draws mean (e.g. {"law": "approach2", "tasks": [...]}).
   """
@@ -40,12 +33,12 @@ class Posterior:
     num_chains = {v.shape[0] for v in chains.values()}
     if len(num_chains) != 1:
       raise ValueError(f"Posterior.from_chains: sites disagree on the chain count {num_chains}")
+    rhat_ess = {k: diagnostics.rhat_ess(v) for k, v in chains.items()}
     return cls(
         draws={k: v.reshape((-1,) + v.shape[2:]) for k, v in chains.items()},
         num_chains=num_chains.pop(),
-        rhat={k: _diagnostic(diagnostics.split_gelman_rubin, v, 1.0) for k, v in chains.items()},
-        ess={k: _diagnostic(diagnostics.effective_sample_size, v, v.shape[0] * v.shape[1])
-             for k, v in chains.items()},
+        rhat={k: r for k, (r, _) in rhat_ess.items()},
+        ess={k: e for k, (_, e) in rhat_ess.items()},
         num_divergences=int(num_divergences),
         meta=dict(meta or {}))
 
@@ -54,26 +47,9 @@ class Posterior:
     return len(next(iter(self.draws.values())))
 
   def convergence(self, rhat_max: float = 1.05, max_divergent_fraction: float = 0.01) -> dict:
-    """Max split r-hat and min ESS per parameter, divergences, and the reasons not to trust the
-    chains (`problems`; `converged` when there are none).
-
-    Parameters whose draws are all equal (constants carried in the draws, e.g. Approach 2's chance
-    `floor`) have no defined r-hat and are skipped.
-    """
-    rhat, ess, problems = {}, {}, []
-    for name, draws in self.draws.items():
-      if np.all(draws == draws[:1]):
-        continue
-      rhat[name] = float(np.max(np.where(np.isfinite(self.rhat[name]), self.rhat[name], np.inf)))
-      ess[name] = float(np.min(np.nan_to_num(self.ess[name], nan=0.0)))
-      if rhat[name] > rhat_max:
-        problems.append(f"r-hat of {name} is {rhat[name]:.3f} > {rhat_max}")
-    if self.num_divergences > max_divergent_fraction * self.num_draws:
-      problems.append(f"{self.num_divergences} divergent transitions in {self.num_draws} draws "
-                      f"(> {max_divergent_fraction:.1%})")
-    return {"rhat_max": max(rhat.values()), "ess_min": min(ess.values()), "rhat": rhat, "ess": ess,
-            "num_divergences": self.num_divergences, "num_draws": self.num_draws,
-            "num_chains": self.num_chains, "converged": not problems, "problems": problems}
+    """Max r-hat and min ESS per parameter, divergences, and the reasons not to trust the chains
+    (`problems`; `converged` when there are none): `diagnostics.convergence`."""
+    return diagnostics.convergence(self, rhat_max, max_divergent_fraction)
 
   def quantile(self, q: float) -> dict:
     return {k: np.quantile(v, q, axis=0) for k, v in self.draws.items()}

@@ -12,6 +12,8 @@ calibration).
 import numpy as np
 from scipy import special
 
+LOG_NU_MAX = float(np.log(1e4))  # approach2.LOG_NU_MAX (this module is numpy-only)
+
 # Hoffmann et al. (2022), Approach 3.
 CHINCHILLA = dict(E=1.69, A=406.4, B=410.7, alpha=0.34, beta=0.28)
 

@@ -1,0 +1,131 @@
+"""Do the fit's 90% intervals hold out of sample? Loss ladders fitted on one part, scored on the rest.
+
+Two sources, each fitted with `t2jax.fit.fitting.fit_tables` (Chinchilla point fit + NUTS, as
+`python -m t2jax.fit` runs it) twice: with the backtest-calibrated model discrepancy
+(`fit.discrepancy="backtest"`, the default) and without it (`"none"`: the law taken as exact, its
+fitted noise only). Reported per case: the median absolute relative error of the predicted loss on
+the held-out rows and the coverage of the 90% posterior predictive interval.
+
+- `porian`: the shipped isoFLOP runs of Porian et al. (2024) (`../shared/data/scaling/
+  porian2024_isoflop_points.csv`), one configuration at a time: fit on the lower-compute half of
+  its isoFLOP budgets, predict the upper half (real data; the compute extrapolation the planner
+  makes).
+- `misspecified`: losses simulated from a law the fit does not contain, L = E + A/N^α + B/D^β +
+  c·(log D − log D_0)² (a curvature term in log D), 1% noise, on a 6-size × 8-ratio ladder; fit on
+  D/N <= 40, predict D/N > 40 (the overtraining extrapolation of T2).
+
+  python benchmarks/heldout_coverage.py                         # ~15 min on 2 cores
+  python benchmarks/heldout_coverage.py --cases=porian --num_sims=0
+Writes benchmarks/results/heldout_coverage.{json,md}.
+"""
+
+import csv
+import os
+import tempfile
+import time
+
+import numpy as np
+from absl import app, flags
+
+from t2jax import cli, io
+from t2jax.fit import config as fit_config
+from t2jax.fit import fitting
+from t2jax.laws import simulate
+
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+PORIAN = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared",
+                      "data", "scaling", "porian2024_isoflop_points.csv")
+MODES = ("backtest", "none")
+
+_CASES = flags.DEFINE_list("cases", ["porian", "misspecified"], "porian, misspecified")
+_SIMS = flags.DEFINE_integer("num_sims", 8, "Misspecified simulated ladders.")
+_WARMUP = flags.DEFINE_integer("num_warmup", 300, "NUTS warm-up per chain.")
+_SAMPLES = flags.DEFINE_integer("num_samples", 300, "NUTS draws per chain.")
+_OUT = flags.DEFINE_string("out", RESULTS, "Output directory.")
+
+
+def porian_cases() -> list:
+  """(name, rows) per configuration: rows {N, D, loss, heldout}, held out above the median budget."""
+  with open(PORIAN) as f:
+    rows = list(csv.DictReader(f))
+  out = []
+  for name in sorted({r["config"] for r in rows}):
+    sel = [r for r in rows if r["config"] == name]
+    budgets = sorted({float(r["flops"]) for r in sel})
+    cut = budgets[len(budgets) // 2 - 1]  # lower half of the budgets fitted
+    out.append((f"porian {name}", [dict(N=float(r["N"]), D=float(r["D"]), loss=float(r["loss"]),
+                                        heldout=float(r["flops"]) > cut) for r in sel]))
+  return out
+
+
+def misspecified_cases(num: int) -> list:
+  """(name, rows) per simulated ladder from the curved law (module doc)."""
+  out = []
+  for seed in range(num):
+    N, D = simulate.ladder(num_sizes=6, num_ratios=8, N_range=(5e6, 4e8), tokens_per_param=(5, 2000))
+    p = simulate.CHINCHILLA
+    clean = (p["E"] + p["A"] * N ** -p["alpha"] + p["B"] * D ** -p["beta"]
+             + 0.004 * (np.log(D) - np.log(1e9)) ** 2)
+    loss = clean * np.exp(0.01 * np.random.default_rng(seed).standard_normal(clean.shape))
+    out.append((f"misspecified seed {seed}", [dict(N=float(n), D=float(d), loss=float(l),
+                                                   heldout=bool(d / n > 40))
+                                              for n, d, l in zip(N, D, loss)]))
+  return out
+
+
+def run_case(rows: list, mode: str, workdir: str) -> dict:
+  path = os.path.join(workdir, "losses.jsonl")
+  io.write_jsonl(path, rows)
+  cfg = fit_config.default_config()
+  cfg.laws, cfg.discrepancy = "chinchilla", mode
+  cfg.num_warmup, cfg.num_samples = _WARMUP.value, _SAMPLES.value
+  cfg.allow_unconverged = True  # counted below, not refused: a benchmark reports every case
+  summary = fitting.fit_tables(path, None, os.path.join(workdir, mode), cfg)
+  s = summary["extrapolation"]["chinchilla"]
+  return {"median_abs_rel_error": s["median_abs_rel_error"], "coverage": s["interval_coverage"],
+          "mean_coverage": s["mean_interval_coverage"], "num_points": s["num_points"],
+          "converged": summary["converged"],
+          "discrepancy": summary["discrepancy"].get("chinchilla")}
+
+
+def markdown(results: list) -> str:
+  lines = ["# Held-out coverage of loss ladders (`benchmarks/heldout_coverage.py`)", "",
+           "| case | held-out points | median abs. rel. error | 90% coverage, discrepancy | "
+           "90% coverage, law exact | s0, s1 |", "|---|---|---|---|---|---|"]
+  for r in results:
+    b, n = r["backtest"], r["none"]
+    d = b["discrepancy"] or {"s0": {}, "s1": {}}
+    lines.append(f"| {r['case']} | {b['num_points']} | {b['median_abs_rel_error']:.2%} | "
+                 f"{b['coverage']:.0%} | {n['coverage']:.0%} | "
+                 f"{d['s0'].get('loss', 0):.3f}, {d['s1'].get('loss', 0):.3f} |")
+  for source in ("porian", "misspecified"):
+    sel = [r for r in results if r["case"].startswith(source)]
+    if sel:
+      pts = lambda mode: sum(r[mode]["num_points"] for r in sel)
+      cov = lambda mode: sum(r[mode]["coverage"] * r[mode]["num_points"] for r in sel) / pts(mode)
+      lines.append(f"| **{source}, all** | {pts('backtest')} | "
+                   f"{np.median([r['backtest']['median_abs_rel_error'] for r in sel]):.2%} | "
+                   f"**{cov('backtest'):.0%}** | {cov('none'):.0%} | |")
+  return "\n".join(lines) + "\n"
+
+
+def main(_):
+  cli.reuse_freed_memory()
+  cases = (porian_cases() if "porian" in _CASES.value else []) + (
+      misspecified_cases(_SIMS.value) if "misspecified" in _CASES.value else [])
+  results = []
+  start = time.time()
+  for i, (name, rows) in enumerate(cases):
+    with tempfile.TemporaryDirectory() as tmp:
+      entry = {"case": name, **{mode: run_case(rows, mode, tmp) for mode in MODES}}
+    results.append(entry)
+    print(f"[{i + 1}/{len(cases)}] {name}: error {entry['backtest']['median_abs_rel_error']:.2%}, "
+          f"coverage {entry['backtest']['coverage']:.0%} (law exact: {entry['none']['coverage']:.0%}) "
+          f"{time.time() - start:.0f}s", flush=True)
+    io.write_json(os.path.join(_OUT.value, "heldout_coverage.json"), results)
+    io.write_text(os.path.join(_OUT.value, "heldout_coverage.md"), markdown(results))
+  print(markdown(results))
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,229 @@
+"""Backtests inside the fitting set: how each law's error grows with extrapolation distance.
+
+Folds over the fitted models (distinct (N, D)), each a training set whose complement is predicted:
+- `tokens_per_param`: rolling origin in D/N, fit on D/N <= each distinct value, predict the rest;
+- `compute`: rolling origin in training compute 6ND, likewise;
+- `size`: leave one model size out.
+Each kind has at most `MAX_FOLDS_PER_KIND` folds. A fold needs at least `MIN_MODELS` training
+models (the loss law's five parameters and its noise: a fold fitted on fewer is identified by its
+priors alone, and its errors would measure that, not the final fit's extrapolation) of 2 or more
+sizes; identical training sets are fitted once. Each fold refits every law's point estimate
+(Chinchilla, Approach 1 per task, Approach 2's MAP) on its training models and predicts the
+others; the errors on each law's scale (`discrepancy.SCALES`), with each row's distance from its
+fold's training rows and its observation noise, give the law's discrepancy scale per task
+(`discrepancy.fit_scale`: tasks differ, e.g. one barely solved in the fitted range extrapolates
+far worse than the others). A fold whose refit fails (too few identified rows, or no finite
+prediction) is listed under `skipped`, not hidden.
+"""
+
+from typing import Callable
+
+import jax
+import numpy as np
+
+from t2jax import passk
+from t2jax.fit import config as config_lib
+from t2jax.laws import approach1, approach2, chinchilla, discrepancy
+
+MIN_MODELS = 6
+MAX_FOLDS_PER_KIND = 8
+LOSS = "loss"  # the group name of a law without tasks (Chinchilla) in a scale's per-task dicts
+
+
+def folds(N_M, D_M) -> list:
+  """[(kind, label, train_M)] over models (N_M, D_M); see the module doc."""
+  N_M, D_M = np.asarray(N_M, np.float64), np.asarray(D_M, np.float64)
+  out, seen = [], set()
+
+  def add(kind, label, train):
+    key = train.tobytes()
+    if (train.sum() >= MIN_MODELS and len(np.unique(N_M[train])) >= 2 and (~train).any()
+        and key not in seen):
+      seen.add(key)
+      out.append((kind, label, train))
+
+  for kind, x in (("tokens_per_param", D_M / N_M), ("compute", 6.0 * N_M * D_M)):
+    for cut in _spread(_levels(x)[:-1]):
+      add(kind, f"{kind} <= {cut:.3g}", x <= cut)
+  for n in _spread(np.unique(N_M)):
+    add("size", f"without N = {n:.4g}", N_M != n)
+  return out
+
+
+def _spread(values) -> np.ndarray:
+  """At most `MAX_FOLDS_PER_KIND` of `values`, evenly spaced, the largest kept (a long ladder
+  would otherwise refit every law dozens of times)."""
+  values = np.asarray(values)
+  if len(values) <= MAX_FOLDS_PER_KIND:
+    return values
+  return values[np.unique(np.linspace(len(values) - 1, 0, MAX_FOLDS_PER_KIND).round().astype(int))]
+
+
+def _levels(x, rel: float = 0.05) -> np.ndarray:
+  """The distinct levels of `x`, values within `rel` of the previous one merged (a ladder's
+  "20 tokens per parameter" rungs differ in the third digit), each level its largest value."""
+  x = np.sort(np.asarray(x, np.float64))
+  new = np.concatenate([x[1:] > x[:-1] * (1 + rel), [True]])
+  return x[new]
+
+
+def _fold_range(N, D) -> dict:
+  return {"log_tpp_max": float(np.log(np.max(D / N))),
+          "log_compute_max": float(np.log(np.max(6.0 * N * D)))}
+
+
+def _distance(N, D, rng: dict) -> np.ndarray:
+  return np.asarray(discrepancy.distance(np.asarray(N, np.float64), np.asarray(D, np.float64),
+                                         rng["log_tpp_max"], rng["log_compute_max"], xp=np))
+
+
+def _points(law, fold, observed, predicted, noise, dist, meta, num_questions=None) -> list:
+  err = discrepancy.error(discrepancy.SCALES[law], observed, predicted, num_questions)
+  return [dict(m, law=law, fold=fold, observed=float(o), predicted=float(p), error=float(e),
+               noise=float(v), distance=float(d))
+          for m, o, p, e, v, d in zip(meta, observed, predicted, err, noise, dist)
+          if np.isfinite(e)]
+
+
+def _chinchilla(losses, posts) -> Callable:
+  rows = losses.fit_rows()
+  sigma = float(np.median(posts["chinchilla"].draws["sigma"]))
+
+  def run(kind_label, train_of):
+    train = train_of(rows.N, rows.D)
+    p = chinchilla.map_fit(rows.N[train], rows.D[train], rows.loss[train])
+    test = ~train
+    pred = np.asarray(chinchilla.loss(p, rows.N[test], rows.D[test]))
+    rng = _fold_range(rows.N[train], rows.D[train])
+    return _points("chinchilla", kind_label, rows.loss[test], pred, np.full(test.sum(), sigma),
+                   _distance(rows.N[test], rows.D[test], rng),
+                   [dict(N=float(n), D=float(d)) for n, d in zip(rows.N[test], rows.D[test])])
+  return run
+
+
+def _approach1(results, posts, cfg) -> Callable:
+  tables = approach1.table_from_results(results, k_grid=config_lib.k_grid(cfg), source=cfg.accuracy)
+
+  def run(kind_label, train_of):
+    points = []
+    for task, t in tables.items():
+      if f"approach1/{task}" not in posts or not len(t.loss):
+        continue
+      sigma = float(np.median(posts[f"approach1/{task}"].draws["sigma"]))
+      train = train_of(t.N, t.D)
+      test = ~train
+      if not test.any() or len(np.unique(t.N[train])) < 2:
+        continue
+      p = approach1.map_fit(t.N[train], t.D[train], t.k[train], t.loss[train])
+      pred = np.asarray(approach1.neg_log_passk(p, t.N[test], t.D[test], t.k[test]))
+      rng = _fold_range(t.N[train], t.D[train])
+      points += _points("approach1", kind_label, t.loss[test], pred, np.full(test.sum(), sigma),
+                        _distance(t.N[test], t.D[test], rng),
+                        [dict(task=task, model_id=m, N=float(n), D=float(d), k=float(k))
+                         for m, n, d, k in zip(t.model_id[test], t.N[test], t.D[test], t.k[test])])
+    return points
+  return run
+
+
+def _approach2(results, floors, cfg) -> Callable:
+  ks = config_lib.k_grid(cfg)
+  if ks is None:
+    n_min = int(results.n[results.sampled].min()) if results.sampled.any() else 1
+    ks = approach1.default_k_grid(min(n_min, 1024)).astype(np.float64)
+
+  def run(kind_label, train_of):
+    train_R = train_of(results.N, results.D)
+    data = approach2.prepare(results.select(train_R), floors=floors)
+    params = approach2.fit_mle(data)
+    test = results.select(~train_R)
+    rng = _fold_range(results.N[train_R], results.D[train_R])
+    points = []
+    for model in np.unique(test.model_id):
+      for j, task in enumerate(data.tasks):
+        mask = (test.model_id == model) & (test.task == task)
+        if not mask.any():
+          continue
+        N, D = float(test.N[mask][0]), float(test.D[mask][0])
+        obs_K = np.array([passk.observed_passk(test.n[mask], test.c[mask], test.nll[mask], int(k))
+                          for k in ks])
+        with jax.enable_x64(True):
+          task_params = {key: v[j] for key, v in params.items()}
+          a, b = (float(x) for x in approach2.beta_params(task_params, N, D))
+          pred_K = np.asarray(passk.beta_passk(a, b, ks))
+          second_K = np.asarray(passk.beta_passk(a, b, 2 * ks))
+        Q = int(mask.sum())
+        points += _points("approach2", kind_label, obs_K, pred_K, question_noise(pred_K, second_K, Q),
+                          np.full(len(ks), _distance(N, D, rng)),
+                          [dict(task=task, model_id=str(model), N=N, D=D, k=float(k)) for k in ks],
+                          num_questions=Q)
+    return points
+  return run
+
+
+def question_noise(passk_K, passk2k_K, num_questions: int) -> np.ndarray:
+  """The sd, on the empirical-logit scale (`discrepancy.error`), of a task's mean pass@k over
+  `num_questions` questions drawn from the Beta law: Var_i[pass@k_i] = E[(1−p)^2k] − E[(1−p)^k]²
+  (from pass@k and pass@2k), divided by the question count, through the logit's derivative."""
+  m1, m2 = 1.0 - np.asarray(passk_K), 1.0 - np.asarray(passk2k_K)
+  sd = np.sqrt(np.maximum(m2 - m1 ** 2, 0.0) / num_questions)
+  p = discrepancy.shrink(passk_K, num_questions)
+  return sd * num_questions / (num_questions + 1) / (p * (1 - p))
+
+
+def measured_share(center_SxK, noise_SxK, num_questions: int, rng) -> np.ndarray:
+  """Draws of a task's measured mean pass@k on `num_questions` questions: each draw's expected
+  pass@k `center` moved on the empirical-logit scale by its question noise (`question_noise`,
+  one normal per entry), mapped back to a share in [0, 1]."""
+  Q = num_questions
+  p = discrepancy.shrink(center_SxK, Q)
+  z = np.log(p) - np.log1p(-p) + noise_SxK * rng.standard_normal(np.shape(center_SxK))
+  return np.clip(((Q + 1.0) / (1.0 + np.exp(-z)) - 0.5) / Q, 0.0, 1.0)
+
+
+def run_backtests(inputs, fit_results, posts: dict, fitted_range: dict, cfg,
+                  log: Callable[[str], None] = lambda msg: None) -> dict:
+  """Every law's backtest points and discrepancy scale: {law: {"scale": {...}, "points": [...],
+  "folds": [labels], "skipped": {label: why}}}. The scale holds s0, s1, num_points per task
+  (`LOSS` for Chinchilla) and the full fit's range (logs of its largest D/N and 6ND), against
+  which the planner measures distances."""
+  runners = {}
+  if "chinchilla" in posts:
+    runners["chinchilla"] = _chinchilla(inputs.losses, posts)
+  if any(name.startswith("approach1/") for name in posts):
+    runners["approach1"] = _approach1(fit_results, posts, cfg)
+  if "approach2" in posts:
+    runners["approach2"] = _approach2(fit_results, inputs.floors, cfg)
+  if inputs.losses is not None:
+    models_N, models_D = inputs.losses.fit_rows().N, inputs.losses.fit_rows().D
+  else:
+    models_N, models_D = fit_results.N, fit_results.D
+  pairs = np.unique(np.stack([models_N, models_D], axis=1), axis=0)
+  full = {"log_tpp_max": float(np.log(fitted_range["tokens_per_param_max"])),
+          "log_compute_max": float(np.log(fitted_range["compute_max"]))}
+  out = {}
+  for law, run in runners.items():
+    points, labels, skipped = [], [], {}
+    for kind, label, train_M in folds(pairs[:, 0], pairs[:, 1]):
+      train_set = {(float(n), float(d)) for n, d in pairs[train_M]}
+      train_of = lambda N, D, s=train_set: np.array([(float(n), float(d)) in s for n, d in zip(N, D)])
+      try:
+        with np.errstate(over="ignore"):  # refits on few rows try starts that overflow
+          new = run(label, train_of)
+      except ValueError as e:  # a fold too small for this law's refit
+        skipped[label] = str(e).splitlines()[0]
+        continue
+      if not new:
+        skipped[label] = "the refit gave no finite prediction"
+        continue
+      labels.append(label)
+      points += new
+    groups = sorted({p.get("task", LOSS) for p in points}) or [LOSS]
+    fits = {g: discrepancy.fit_scale(*([p[key] for p in points if p.get("task", LOSS) == g]
+                                       for key in ("error", "distance", "noise")))
+            for g in groups}
+    scale = {key: {g: f[key] for g, f in fits.items()} for key in ("s0", "s1", "num_points")}
+    out[law] = {"scale": dict(scale, **full), "points": points, "folds": labels, "skipped": skipped}
+    log(f"backtest {law}: {len(labels)} folds, {len(points)} points; discrepancy sd s0 + s1·distance "
+        f"({discrepancy.SCALES[law]} scale): " + ", ".join(
+            f"{g} {f['s0']:.3f} + {f['s1']:.3f}·d" for g, f in fits.items()))
+  return out

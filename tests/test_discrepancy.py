@@ -1,0 +1,77 @@
+"""Model discrepancy: distances, the scale fit, widening of draws, and the backtest folds."""
+
+import jax
+import numpy as np
+import pytest
+
+from t2jax.fit import backtest
+from t2jax.fit import planning
+from t2jax.laws import discrepancy
+
+
+def test_distance_counts_only_what_lies_beyond_the_fitted_rows():
+  log_tpp, log_c = np.log(20.0), np.log(6.0 * 1e5 * 2e6)
+  d = discrepancy.distance(np.array([1e5, 1e5, 4e5, 1e4]), np.array([2e6, 8e6, 8e6, 1e5]),
+                           log_tpp, log_c, xp=np)
+  np.testing.assert_allclose(d, [0.0, np.log(4) + np.log(4), np.log(16), 0.0], atol=1e-12)
+
+
+def test_fit_scale_recovers_a_known_growth_of_the_error():
+  rng = np.random.default_rng(0)
+  d = rng.uniform(0, 2, 4000)
+  noise = np.full_like(d, 0.05)
+  e = rng.standard_normal(d.size) * np.hypot(noise, 0.1 + 0.5 * d)
+  got = discrepancy.fit_scale(e, d, noise)
+  assert abs(got["s0"] - 0.1) < 0.03 and abs(got["s1"] - 0.5) < 0.05, got
+  flat = discrepancy.fit_scale(rng.standard_normal(500) * 0.05, d[:500], noise[:500])
+  assert flat["s0"] < 0.02 and flat["s1"] < 0.02, flat  # noise alone: no discrepancy
+  assert discrepancy.fit_scale([], [], [])["num_points"] == 0
+  with pytest.raises(ValueError, match="finite"):
+    discrepancy.fit_scale([np.nan], [0.0], [0.1])
+
+
+def test_empirical_logit_error_is_bounded_at_zero_and_one():
+  e = discrepancy.error("logit", [0.0, 1.0], [0.9, 0.1], num_questions=100)
+  assert np.all(np.isfinite(e)) and np.all(np.abs(e) < 2 * np.log(201))
+  np.testing.assert_allclose(discrepancy.error("log", [2.0], [1.0]), [np.log(2)])
+
+
+def test_widen_moves_each_draw_by_its_own_error_and_grows_with_distance():
+  scale = {"s0": {"a": 0.1, "b": 0.0}, "s1": {"a": 1.0, "b": 0.0}, "log_tpp_max": np.log(20.0),
+           "log_compute_max": np.log(1e15)}
+  keys = discrepancy.draws(scale, 3, ["a", "b"], seed=0)
+  assert all(v.shape == (3, 2) for v in keys.values())
+  one = {k: v[0] for k, v in keys.items()}
+  value = np.full((2, 2), 0.5)  # (T, query)
+  N, D = np.array([1e5, 1e5]), np.array([2e6, 2e7])  # D/N 20 (inside), 200 (d = log 10)
+  got = np.asarray(discrepancy.widen("logit", value, one, N, D))
+  z = keys["disc_z"][0, 0]
+  np.testing.assert_allclose(got[0], 1 / (1 + np.exp(-np.array([0.1, 0.1 + np.log(10)]) * z)))
+  np.testing.assert_allclose(got[1], 0.5)  # task b: no discrepancy
+  np.testing.assert_allclose(np.asarray(discrepancy.widen("log", value, one, N, D))[0],
+                             0.5 * np.exp(np.array([0.1, 0.1 + np.log(10)]) * z))
+  np.testing.assert_array_equal(discrepancy.widen("log", value, {"E": 1.0}, N, D), value)
+
+
+def test_planner_objective_without_discrepancy_keys_is_the_laws_own():
+  from t2jax.laws import approach2, simulate
+  params = {k: np.array([v, v]) for k, v in simulate.APPROACH2_TASKS["gen"].items()}
+  with jax.enable_x64(True):
+    got = planning.PASSK_FNS["approach2"](params, 1e7, 1e9, 8.0)
+    want = approach2.task_mean_passk(params, 1e7, 1e9, 8.0)
+  np.testing.assert_allclose(got, want, rtol=1e-12)
+
+
+def test_folds_roll_the_origin_and_leave_sizes_out():
+  # The cpu ladder's fitted rungs: 4 sizes × D/N 10, 20 (40k also 40), 150k only at 10.
+  N = np.array([4e4, 4e4, 4e4, 6e4, 6e4, 9e4, 9e4, 1.5e5])
+  D = N * np.array([10.05, 20.01, 40.02, 10.06, 20.06, 10.03, 20.01, 10.01])
+  folds = backtest.folds(N, D)
+  labels = [f[1] for f in folds]
+  assert all(f[2].sum() >= backtest.MIN_MODELS and len(np.unique(N[f[2]])) >= 2 for f in folds)
+  assert len({f[2].tobytes() for f in folds}) == len(folds)  # no training set twice
+  tpp = [f for f in folds if f[0] == "tokens_per_param"]
+  assert len(tpp) == 1 and set(np.flatnonzero(~tpp[0][2])) == {2}, labels  # 20.01 ~ 20.06 merged
+  # Without 150k is the top compute fold's training set already; without 40k keeps 5 models.
+  assert {f[1] for f in folds if f[0] == "size"} == {"without N = 6e+04", "without N = 9e+04"}
+  assert any(f[0] == "compute" and set(np.flatnonzero(~f[2])) == {7} for f in folds)
