@@ -95,6 +95,7 @@ def get_config(preset: str = "cpu") -> ml_collections.ConfigDict:
     # kept (the report flags them) rather than refitted.
     config.fit.retries = 0
     config.fit.allow_unconverged = True
+    config.fit.likelihood = "normal"  # one likelihood: 'auto' would sample each law twice
     config.posttrain.max_train_questions = 32
     config.posttrain.epochs = 2
     # The same short-chain plumbing check: an unpinned posterior's N* may lie anywhere, so any N

@@ -46,6 +46,20 @@ def test_rhat_ess_known_answers():
   assert rhat[1] == 1.0 and ess[1] == 100.0 and np.isfinite(rhat[0])
 
 
+def test_rhat_ess_agree_with_the_previous_numpyro_diagnostics():
+  """On fixed chains (AR(1), ρ = 0.5; and two chains 0.3 sd apart), ArviZ's rank-normalised
+  split r-hat and min(bulk, tail) ESS agree with numpyro's split r-hat and ESS, which the
+  convergence check used before: r-hat within 0.01, ESS within 25% (different estimators of the
+  same quantity; the AR(1) chains' true ESS is 2000·(1 − ρ)/(1 + ρ) = 667)."""
+  from numpyro import diagnostics as numpyro_diagnostics
+  for x in (_ar1(0.5, 2, 1000, seed=3), _ar1(0.5, 2, 1000, seed=4) + np.array([[0.0], [0.3]])):
+    rhat, ess = diagnostics.rhat_ess(x)
+    old_rhat = float(numpyro_diagnostics.split_gelman_rubin(x))
+    old_ess = float(numpyro_diagnostics.effective_sample_size(x))
+    assert abs(rhat - old_rhat) < 0.01, (rhat, old_rhat)
+    assert 0.75 < ess / old_ess < 1.33, (ess, old_ess)
+
+
 def test_posterior_convergence_uses_arviz():
   rng = np.random.default_rng(0)
   chains = {"a": rng.standard_normal((2, 400)), "b": rng.standard_normal((2, 400, 2)),

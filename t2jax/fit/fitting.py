@@ -199,6 +199,8 @@ def fit_tables(results_path: str, rungs_path: Optional[str], out_dir: str, cfg) 
     scales = {law: b["scale"] for law, b in backtests.items()}
     io.write_json(os.path.join(fit_dir, "backtest.json"), backtests)
     config_lib.log(f"backtests done in {time.time() - t0:.0f}s")
+  elif os.path.exists(os.path.join(fit_dir, "backtest.json")):
+    os.remove(os.path.join(fit_dir, "backtest.json"))  # an earlier fit's, not this one's
   extrapolation = scoring.score_heldout(inputs, posts, cfg, scales)
   summary = {
       "inputs": inputs_lib.describe(inputs, results_path, rungs_path),
