@@ -250,7 +250,8 @@ def _beyond(x: dict) -> bool:
 def _factors(x: dict) -> str:
   """"D/N ×f, C ×g" of an extrapolation dict, with its distance d and † beyond the fitted range."""
   f, g = x["tokens_per_param_factor"], x["compute_factor"]
-  d = max(np.log(f), 0.0) + max(np.log(g), 0.0) if np.isfinite([f, g]).all() else float("nan")
+  finite = all(v is not None and np.isfinite(v) and v > 0 for v in (f, g))
+  d = max(np.log(f), 0.0) + max(np.log(g), 0.0) if finite else float("nan")
   return (f"D/N ×{_num(f)}, C ×{_num(g)}" + (f", d = {d:.2f} †" if _beyond(x) else ""))
 
 

@@ -52,8 +52,22 @@ def test_summary_json(written):
   first = summary["plan"][0]
   assert {"C", "C_inf", "N", "D", "k", "accuracy", "chinchilla", "training_only"} <= set(first)
   assert set(summary["extrapolation"]) == {"chinchilla", "approach1", "approach2"}
-  assert set(summary["figures"]) == set(report.FIGURES)
-  assert set(summary["diagnostics"]) == {"chinchilla", "approach1/gen", "approach2"}
+  posteriors = {"chinchilla", "approach1/gen", "approach2"}
+  assert set(summary["figures"]) == set(report.FIGURES) | {"backtest"} | {
+      f"trace {name}" for name in posteriors}
+  for rel in summary["figures"].values():
+    assert os.path.getsize(os.path.join(workdir, "report", rel)) > 1000, rel
+  assert set(summary["diagnostics"]) == posteriors
+  assert {"chinchilla", "approach1/gen", "approach2/gen"} == set(summary["discrepancy"])
+
+
+def test_report_shows_backtests_and_psis_loo(written):
+  _, path = written
+  text = open(path).read()
+  assert "## Model discrepancy (backtests inside the fitting set)" in text
+  assert "| approach2/gen | logit |" in text and "(figures/backtest.png)" in text
+  assert "PSIS-LOO" in text and text.count("| student_t |") == 3 and "| yes: " in text
+  assert "90% predictive coverage | mean-function coverage |" in text
 
 
 def test_report_marks_extrapolation_and_per_task_optima(written):
