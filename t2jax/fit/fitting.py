@@ -93,9 +93,10 @@ def _fit_approach2(results, floors, cfg):
           lambda name, post: pointwise.approach2_groups(post, data[post.meta["loss_likelihood"]]))
 
 
-def _loo(posts: dict, pointwise_fn) -> dict:
-  """PSIS-LOO of a law's posteriors (Approach 1: its tasks' observations pooled)."""
-  parts = {name: diagnostics.loo(post, pointwise_fn(name, post)) for name, post in posts.items()}
+def _loo(posts: dict, loglik: dict) -> dict:
+  """PSIS-LOO of a law's posteriors from their pointwise log-likelihoods (by posterior name;
+  Approach 1: its tasks' observations pooled)."""
+  parts = {name: diagnostics.loo(post, loglik[name]) for name, post in posts.items()}
   elpd_i = np.concatenate([p["elpd_i"] for p in parts.values()])
   return {"elpd_loo": float(sum(p["elpd_loo"] for p in parts.values())),
           "se": float(np.sqrt(len(elpd_i)) * np.std(elpd_i, ddof=1)) if len(elpd_i) > 1 else 0.0,
@@ -107,7 +108,7 @@ def _loo(posts: dict, pointwise_fn) -> dict:
 def _fit_law(law: str, sample, pointwise_fn, cfg) -> tuple:
   """Samples a law under the configured likelihood(s); with `likelihood="auto"` under both and
   keeps the one PSIS-LOO prefers (`diagnostics.choose_likelihood`; an unconverged candidate is
-  not chosen). Returns (posteriors, diagnostics, loo summary)."""
+  not chosen). Returns (posteriors, diagnostics, loo summary, pointwise log-likelihoods)."""
   options = optim.LIKELIHOODS if cfg.likelihood == "auto" else (cfg.likelihood,)
   runs = {}
   for lik in options:
@@ -116,7 +117,8 @@ def _fit_law(law: str, sample, pointwise_fn, cfg) -> tuple:
     posts, checks, _ = sample_until_converged(lambda scale: sample(scale, lik),
                                               retries=int(cfg.retries), rhat_max=cfg.rhat_max,
                                               log=config_lib.log)
-    runs[lik] = (posts, checks, _loo(posts, pointwise_fn))
+    loglik = {name: pointwise_fn(name, post) for name, post in posts.items()}
+    runs[lik] = (posts, checks, _loo(posts, loglik), loglik)
   converged = {lik: all(d["converged"] for d in r[1].values()) for lik, r in runs.items()}
   if len(options) == 1:
     chosen, why = options[0], {"likelihood": options[0], "reason": "configured"}
@@ -129,7 +131,7 @@ def _fit_law(law: str, sample, pointwise_fn, cfg) -> tuple:
   config_lib.log(f"{law}: {chosen} likelihood ({why['reason']})")
   summary = {"chosen": why, **{lik: {k: v for k, v in r[2].items() if k != "elpd_i"}
                                for lik, r in runs.items()}}
-  return runs[chosen][0], runs[chosen][1], summary
+  return runs[chosen][0], runs[chosen][1], summary, runs[chosen][3]
 
 
 def sample_until_converged(sample: Callable[[int], dict], *, retries: int, rhat_max: float,
@@ -168,14 +170,15 @@ def fit_tables(results_path: str, rungs_path: Optional[str], out_dir: str, cfg) 
   fitters = {"chinchilla": lambda: _fit_chinchilla(inputs.losses, cfg),
              "approach1": lambda: _fit_approach1(fit_results, cfg),
              "approach2": lambda: _fit_approach2(fit_results, inputs.floors, cfg)}
-  convergence, loo, pointwise_fns = {}, {}, {}
+  convergence, loo, loglik = {}, {}, {}
   for law in inputs.laws:
     t0 = time.time()
     config_lib.log(f"{law}: point fit + NUTS ({cfg.num_chains} chains × {cfg.num_warmup} warm-up + "
                    f"{cfg.num_samples} draws)")
-    point[law], sample, pointwise_fns[law] = fitters[law]()
-    new, checks, loo[law] = _fit_law(law, sample, pointwise_fns[law], cfg)
+    point[law], sample, pointwise_fn = fitters[law]()
+    new, checks, loo[law], new_loglik = _fit_law(law, sample, pointwise_fn, cfg)
     posts.update(new)
+    loglik.update(new_loglik)
     convergence.update(checks)
     config_lib.log(f"{law}: done in {time.time() - t0:.0f}s")
   unconverged = {name: d["problems"] for name, d in convergence.items() if not d["converged"]}
@@ -188,9 +191,8 @@ def fit_tables(results_path: str, rungs_path: Optional[str], out_dir: str, cfg) 
         f"to keep them anyway (diagnostics in {fit_dir}/diagnostics.json)")
   for name, post in posts.items():
     post.save(posterior_path(out_dir, name))
-    law = name.split("/", 1)[0]
     diagnostics.save_netcdf(post, posterior_path(out_dir, name)[:-len(".npz")] + ".nc",
-                            pointwise_fns[law](name, post))
+                            loglik[name])
   scales = {}
   if cfg.discrepancy == "backtest":
     t0 = time.time()

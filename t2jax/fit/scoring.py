@@ -35,18 +35,7 @@ def _scored(approach, quantity, observed_R, mean_SxR, pred_SxR, meta_R) -> list:
 
 def _sd(scale, N, D, task: str = backtest.LOSS) -> np.ndarray:
   """The discrepancy sd σ(d) of `task` at rows (N, D) (0 without a scale)."""
-  if scale is None:
-    return np.zeros(np.shape(N))
-  d = discrepancy.distance(np.asarray(N, np.float64), np.asarray(D, np.float64),
-                           scale["log_tpp_max"], scale["log_compute_max"], xp=np)
-  s0, s1 = discrepancy.task_scale(scale, task)
-  return s0 + s1 * d
-
-
-def _logit_shift(p, shift):
-  """p moved by `shift` on the logit scale (the planner's `discrepancy.widen`)."""
-  p = np.clip(p, 1e-12, 1 - 1e-12)
-  return 1.0 / (1.0 + np.exp(-(np.log(p) - np.log1p(-p) + shift)))
+  return np.zeros(np.shape(N)) if scale is None else discrepancy.sd(scale, task, N, D)
 
 
 def _log_predictive(mean_SxR, sigma_S, sd_R, rng) -> np.ndarray:
@@ -80,7 +69,8 @@ def score_heldout(inputs: inputs_lib.Inputs, posts: dict, cfg, scales: dict) -> 
     N, D = inputs.losses.N[held], inputs.losses.D[held]
     draws = posts["chinchilla"].draws
     mean = np.asarray(chinchilla.loss(draws, N, D))
-    pred = _log_predictive(mean, np.asarray(draws["sigma"]), _sd(scales.get("chinchilla"), N, D), rng)
+    pred = _log_predictive(mean, np.asarray(draws["sigma"]), _sd(scales.get("chinchilla"), N, D),
+                           rng)
     rows += _scored("chinchilla", "loss", inputs.losses.loss[held], mean, pred,
                     [dict(N=float(n), D=float(d)) for n, d in zip(N, D)])
   if inputs.results is not None and inputs.results_heldout.any():
@@ -115,9 +105,10 @@ def score_heldout(inputs: inputs_lib.Inputs, posts: dict, cfg, scales: dict) -> 
           a_S, b_S = (np.asarray(x)[:, j] for x in approach2.beta_params(draws, N, D))
           mean_SxK = np.asarray(passk.beta_passk(a_S[:, None], b_S[:, None], ks))
           twice_SxK = np.asarray(passk.beta_passk(a_S[:, None], b_S[:, None], 2 * ks))
-        shift_Sx1 = float(_sd(scales.get("approach2"), N, D, task)) * rng.standard_normal((len(a_S), 1))
+        sd = float(_sd(scales.get("approach2"), N, D, task))
+        shift_Sx1 = sd * rng.standard_normal((len(a_S), 1))
         Q = int(mask.sum())
-        pred_SxK = backtest.measured_share(_logit_shift(mean_SxK, shift_Sx1),
+        pred_SxK = backtest.measured_share(discrepancy.move("logit", mean_SxK, shift_Sx1, xp=np),
                                            backtest.question_noise(mean_SxK, twice_SxK, Q), Q, rng)
         keep = np.isfinite(obs_K)
         rows += _scored("approach2", "passk", obs_K[keep], mean_SxK[:, keep], pred_SxK[:, keep],

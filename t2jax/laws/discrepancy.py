@@ -94,8 +94,23 @@ def widen(scale: str, value, params: dict, N, D):
   q = jnp.ndim(value) - jnp.ndim(params["disc_z"])
   p = {key: jnp.reshape(params[key], jnp.shape(params[key]) + (1,) * q) for key in KEYS}
   d = distance(N, D, p["disc_log_tpp_max"], p["disc_log_compute_max"])
-  shift = (p["disc_s0"] + p["disc_s1"] * d) * p["disc_z"]
+  return move(scale, value, (p["disc_s0"] + p["disc_s1"] * d) * p["disc_z"])
+
+
+def move(scale: str, value, shift, xp=jnp):
+  """`value` moved by `shift` on `scale`: value·exp(shift) ("log"), or shift added to the logit of
+  value clipped into (0, 1) ("logit"); with xp=np for numpy arrays (held-out scoring)."""
   if scale == "log":
-    return value * jnp.exp(shift)
-  v = jnp.clip(value, 1e-12, 1 - 1e-12)
-  return jax.nn.sigmoid(jnp.log(v) - jnp.log1p(-v) + shift)
+    return value * xp.exp(shift)
+  v = xp.clip(value, 1e-12, 1 - 1e-12)
+  x = xp.log(v) - xp.log1p(-v) + shift
+  return jax.nn.sigmoid(x) if xp is jnp else 1.0 / (1.0 + np.exp(-x))
+
+
+def sd(scale: dict, task: str, N, D) -> np.ndarray:
+  """σ(d) = s0 + s1·d of `task` at (N, D), from a law's scale (the fit summary's
+  `discrepancy[law]`)."""
+  d = distance(np.asarray(N, np.float64), np.asarray(D, np.float64), scale["log_tpp_max"],
+               scale["log_compute_max"], xp=np)
+  s0, s1 = task_scale(scale, task)
+  return s0 + s1 * d
