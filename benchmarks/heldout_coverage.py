@@ -13,9 +13,12 @@ the held-out rows and the coverage of the 90% posterior predictive interval.
 - `misspecified`: losses simulated from a law the fit does not contain, L = E + A/N^α + B/D^β +
   c·(log D − log D_0)² (a curvature term in log D), 1% noise, on a 6-size × 8-ratio ladder; fit on
   D/N <= 40, predict D/N > 40 (the overtraining extrapolation of T2).
+- `floor`: the same ladder and split from a law with a D-dependent floor, L = E·(D/D_0)^−0.03 +
+  A/N^α + B/D^β (the floor keeps falling with data where the fitted law has it constant), which
+  misleads the extrapolation more than the curvature does.
 
-  python benchmarks/heldout_coverage.py                         # ~15 min on 2 cores
-  python benchmarks/heldout_coverage.py --cases=porian --num_sims=0
+  python benchmarks/heldout_coverage.py                         # ~25 min on 2 cores
+  python benchmarks/heldout_coverage.py --cases=porian
 Writes benchmarks/results/heldout_coverage.{json,md}.
 """
 
@@ -39,8 +42,10 @@ PORIAN = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))
                       "data", "scaling", "porian2024_isoflop_points.csv")
 MODES = ("backtest", "none")
 
-_CASES = flags.DEFINE_list("cases", ["porian", "misspecified"], "porian, misspecified")
-_SIMS = flags.DEFINE_integer("num_sims", 8, "Misspecified simulated ladders.")
+SOURCES = ("porian", "misspecified", "floor")
+_CASES = flags.DEFINE_list("cases", list(SOURCES), ", ".join(SOURCES))
+_SIMS = flags.DEFINE_integer("num_sims", 8, "Simulated ladders of each misspecified law.")
+_WORKERS = flags.DEFINE_integer("workers", 2, "Cases fitted at once (one process each).")
 _WARMUP = flags.DEFINE_integer("num_warmup", 300, "NUTS warm-up per chain.")
 _SAMPLES = flags.DEFINE_integer("num_samples", 300, "NUTS draws per chain.")
 _OUT = flags.DEFINE_string("out", RESULTS, "Output directory.")
@@ -60,18 +65,22 @@ def porian_cases() -> list:
   return out
 
 
-def misspecified_cases(num: int) -> list:
-  """(name, rows) per simulated ladder from the curved law (module doc)."""
+def misspecified_cases(num: int, law: str) -> list:
+  """(name, rows) per simulated ladder from a law the fit lacks (module doc): `law` "misspecified"
+  (curvature in log D) or "floor" (a D-dependent floor)."""
   out = []
   for seed in range(num):
     N, D = simulate.ladder(num_sizes=6, num_ratios=8, N_range=(5e6, 4e8), tokens_per_param=(5, 2000))
     p = simulate.CHINCHILLA
-    clean = (p["E"] + p["A"] * N ** -p["alpha"] + p["B"] * D ** -p["beta"]
-             + 0.004 * (np.log(D) - np.log(1e9)) ** 2)
+    if law == "misspecified":
+      clean = (p["E"] + p["A"] * N ** -p["alpha"] + p["B"] * D ** -p["beta"]
+               + 0.004 * (np.log(D) - np.log(1e9)) ** 2)
+    else:
+      clean = p["E"] * (D / 1e9) ** -0.03 + p["A"] * N ** -p["alpha"] + p["B"] * D ** -p["beta"]
     loss = clean * np.exp(0.01 * np.random.default_rng(seed).standard_normal(clean.shape))
-    out.append((f"misspecified seed {seed}", [dict(N=float(n), D=float(d), loss=float(l),
-                                                   heldout=bool(d / n > 40))
-                                              for n, d, l in zip(N, D, loss)]))
+    out.append((f"{law} seed {seed}", [dict(N=float(n), D=float(d), loss=float(l),
+                                            heldout=bool(d / n > 40))
+                                       for n, d, l in zip(N, D, loss)]))
   return out
 
 
@@ -103,7 +112,7 @@ def run_case(rows: list, mode: str, workdir: str, settings: dict) -> dict:
 def markdown(results: list) -> str:
   lines = ["# Held-out coverage of loss ladders (`benchmarks/heldout_coverage.py`)", "",
            "| case | held-out points | median abs. rel. error | 90% coverage, discrepancy | "
-           "its median width / observed | 90% coverage, law exact | its width | s0, s1 |",
+           "its median width / observed | 90% coverage, law exact | its width | ρ, s0, s1 |",
            "|---|---|---|---|---|---|---|---|"]
   for r in results:
     b, n = r["backtest"], r["none"]
@@ -111,8 +120,8 @@ def markdown(results: list) -> str:
     lines.append(f"| {r['case']} | {b['num_points']} | {b['median_abs_rel_error']:.2%} | "
                  f"{b['coverage']:.0%} | {b['median_rel_width']:.1%} | {n['coverage']:.0%} | "
                  f"{n['median_rel_width']:.1%} | "
-                 f"{d['s0'].get('loss', 0):.3f}, {d['s1'].get('loss', 0):.3f} |")
-  for source in ("porian", "misspecified"):
+                 f"{d.get('rho', 0):g}, {d['s0'].get('loss', 0):.3f}, {d['s1'].get('loss', 0):.3f} |")
+  for source in SOURCES:
     sel = [r for r in results if r["case"].startswith(source)]
     if sel:
       pts = lambda mode: sum(r[mode]["num_points"] for r in sel)
@@ -127,15 +136,19 @@ def markdown(results: list) -> str:
 
 def main(_):
   cli.reuse_freed_memory()
-  cases = (porian_cases() if "porian" in _CASES.value else []) + (
-      misspecified_cases(_SIMS.value) if "misspecified" in _CASES.value else [])
+  unknown = set(_CASES.value) - set(SOURCES)
+  if unknown:
+    raise app.UsageError(f"--cases: unknown {sorted(unknown)}; choose from {', '.join(SOURCES)}")
+  cases = (porian_cases() if "porian" in _CASES.value else []) + [
+      case for law in ("misspecified", "floor") if law in _CASES.value
+      for case in misspecified_cases(_SIMS.value, law)]
   results = []
   start = time.time()
   # One process per case: a single process compiling hundreds of fits and backtests ran out of
   # memory maps in XLA's LLVM JIT ("Cannot allocate memory", then a crash) in the 11th case.
   settings = {"num_warmup": _WARMUP.value, "num_samples": _SAMPLES.value}
   with concurrent.futures.ProcessPoolExecutor(
-      1, mp_context=multiprocessing.get_context("spawn"), max_tasks_per_child=1) as pool:
+      _WORKERS.value, mp_context=multiprocessing.get_context("spawn"), max_tasks_per_child=1) as pool:
     entries = [pool.submit(run_modes, name, rows, settings) for name, rows in cases]
     for i, (future, (name, _)) in enumerate(zip(entries, cases)):
       entry = future.result()

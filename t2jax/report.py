@@ -9,6 +9,7 @@ intervals, beside the Chinchilla (training-only) choice.
 
 import dataclasses
 import os
+from typing import Optional
 
 import matplotlib
 
@@ -19,7 +20,7 @@ import numpy as np  # noqa: E402
 from t2jax import io, passk, posttrain_report, uncertainty_report, validate  # noqa: E402
 from t2jax.fit import inputs as inputs_lib  # noqa: E402
 from t2jax.fit import planning  # noqa: E402
-from t2jax.laws import chinchilla, table  # noqa: E402
+from t2jax.laws import chinchilla, discrepancy, table  # noqa: E402
 
 FIGURES = ("isoflop", "frontier", "posterior_pairs", "passk_vs_k", "loss_vs_compute",
            "extrapolation")
@@ -247,11 +248,15 @@ def _beyond(x: dict) -> bool:
   return any(v is not None and v > 1 for v in x.values())
 
 
-def _factors(x: dict) -> str:
-  """"D/N ×f, C ×g" of an extrapolation dict, with its distance d and † beyond the fitted range."""
+def _factors(x: dict, scale: Optional[dict] = None) -> str:
+  """"D/N ×f, C ×g" of an extrapolation dict, with its distance d (`discrepancy.scaled`, in the
+  law's fitted spans where `scale`, its discrepancy, is given) and † beyond the fitted range."""
   f, g = x["tokens_per_param_factor"], x["compute_factor"]
   finite = all(v is not None and np.isfinite(v) and v > 0 for v in (f, g))
-  d = max(np.log(f), 0.0) + max(np.log(g), 0.0) if finite else float("nan")
+  s = scale or {}
+  d = (discrepancy.scaled(max(np.log(f), 0.0), max(np.log(g), 0.0), s.get("tpp_span", 1.0),
+                          s.get("compute_span", 1.0), s.get("rho", 0.0))
+       if finite else float("nan"))
   return (f"D/N ×{_num(f)}, C ×{_num(g)}" + (f", d = {d:.2f} †" if _beyond(x) else ""))
 
 
@@ -277,7 +282,8 @@ def _plan_table(plan: dict, law: str) -> list:
   for e in plan["laws"][law]["inference"]:
     cells = [f"{e['C']:.0e}", f"{e['C_inf']:.0e}", _iv(e["N"]) + _flags(e), _iv(e["D"]),
              _iv(e["tokens_per_param"]), _iv(e["k"]), _iv(e["accuracy"]),
-             _factors(e["extrapolation"]), _baseline(e["training_only"]),
+             _factors(e["extrapolation"], plan.get("discrepancy", {}).get(law)),
+             _baseline(e["training_only"]),
              _iv(e["training_only"]["accuracy"])]
     if has_chin:
       cells += [_baseline(e["chinchilla"]), _iv(e["chinchilla"]["accuracy"])]
@@ -305,7 +311,7 @@ def _lifecycle_table(plan: dict, law: str) -> list:
   for e in plan["laws"][law]["lifecycle"]:
     lines.append(f"| {e['C']:.0e} | {e['queries']:.0e} | {_iv(e['N'])}{_flags(e)} | {_iv(e['D'])} | "
                  f"{_iv(e['tokens_per_param'])} | {_iv(e['k'])} | {_iv(e['accuracy'])} | "
-                 f"{_factors(e['extrapolation'])} |")
+                 f"{_factors(e['extrapolation'], plan.get('discrepancy', {}).get(law))} |")
   return lines
 
 
@@ -323,7 +329,7 @@ def _range_notes(plan: dict) -> list:
           f"largest fitted D/N ({_num(r['tokens_per_param_max'])}) and the training compute 6N*D* "
           f"over the largest fitted 6ND ({_num(r['compute_max'])}); > 1 is extrapolation (overtraining "
           "beyond the fitted D/N is T2's point: see the held-out extrapolation below for how far "
-          "the law holds)."]
+          "the law holds); d is the distance the model discrepancy grows with (see its section)."]
 
 
 def _markdown(fit: dict, plan: dict, figures: dict, extrapolation: dict,
@@ -360,7 +366,8 @@ def _markdown(fit: dict, plan: dict, figures: dict, extrapolation: dict,
     lines += ["", "## Chinchilla optimum (validation loss, training only)", "",
               "| C (FLOPs) | N_opt | D_opt | D/N | beyond the fit |", "|---|---|---|---|---|"]
     lines += [f"| {e['C']:.0e} | {_iv(e['N'])} | {_iv(e['D'])} | {_iv(e['tokens_per_param'])} | "
-              f"{_factors(e['extrapolation'])} |" for e in plan["chinchilla"]]
+              f"{_factors(e['extrapolation'], plan.get('discrepancy', {}).get('chinchilla'))} |"
+              for e in plan["chinchilla"]]
   if posttrain_md:
     lines += [""] + list(posttrain_md)
   lines += ["", "## Figures", ""]

@@ -35,7 +35,8 @@ def summary(backtests: dict) -> dict:
       s0, s1 = discrepancy.task_scale(s, task)
       sd = np.array([np.hypot(p["noise"], s0 + s1 * p["distance"]) for p in pts])
       out[f"{law}/{task}" if task != "loss" else law] = {
-          "s0": s0, "s1": s1, "scale": discrepancy.SCALES[law], "num_folds": len(b["folds"]),
+          "s0": s0, "s1": s1, "rho": float(s.get("rho", 0.0)), "scale": discrepancy.SCALES[law],
+          "num_folds": len(b["folds"]),
           "num_points": len(pts), "skipped": b["skipped"],
           "median_abs_error": float(np.median(np.abs(e))) if pts else None,
           "coverage_in_sample": float(np.mean(np.abs(e) <= _Z90 * sd)) if pts else None}
@@ -92,16 +93,18 @@ def markdown(backtests: Optional[dict]) -> list[str]:
   lines += ["Each law was refitted on part of its fitted rows (rolling origin in D/N and in "
             "compute, and leaving one model size out) and predicted the rest. From those errors, "
             "the sd of the law's error beyond noise is σ(d) = s0 + s1·d at distance "
-            "d = max(0, log D/N factor) + max(0, log compute factor) beyond the fitted rows. "
+            "d = max(0, log D/N factor)/span_D/N^ρ + max(0, log compute factor)/span_C^ρ beyond "
+            "the fitted rows (span: the log-span of the fitted range, at least log 2; ρ fitted "
+            "per law in {0, ¼, …, 1}: ρ = 1 measures the horizon in fitted spans). "
             "Every posterior draw carries one such error (a draw of σ(d)·z), so the plan's "
             "intervals and the held-out predictive intervals widen with d.", "",
-            "| law / task | scale | folds | points | median abs. error | s0 | s1 | in-sample 90% coverage |",
-            "|---|---|---|---|---|---|---|---|"]
+            "| law / task | scale | folds | points | median abs. error | ρ | s0 | s1 | in-sample 90% coverage |",
+            "|---|---|---|---|---|---|---|---|---|"]
   for law, s in summary(backtests).items():
     med = "n/a" if s["median_abs_error"] is None else f"{s['median_abs_error']:.3f}"
     cov = "n/a" if s["coverage_in_sample"] is None else f"{s['coverage_in_sample']:.0%}"
     lines.append(f"| {law} | {s['scale']} | {s['num_folds']} | {s['num_points']} | {med} | "
-                 f"{s['s0']:.3f} | {s['s1']:.3f} | {cov} |")
+                 f"{s['rho']:g} | {s['s0']:.3f} | {s['s1']:.3f} | {cov} |")
     for label, why in s["skipped"].items():
       lines.append(f"\n{law}: fold `{label}` skipped ({why}).")
   if not any(b["points"] for b in backtests.values()):
@@ -133,7 +136,8 @@ def diagnostics_markdown(fit: dict) -> list[str]:
   if loo:
     lines += ["", "PSIS-LOO of the fitted rows per law and loss likelihood (elpd: higher is better; "
               "Pareto k above ~0.7 marks rows whose estimate is unreliable). The likelihood kept "
-              "is marked; Student-t must beat the Normal by more than 2 standard errors.", "",
+              "is marked; under `likelihood=auto` the Student-t must beat the Normal by more than 2 "
+              "standard errors, or at all where the Normal leaves more rows with high k.", "",
               "| law | likelihood | elpd_loo ± se | p_loo | max Pareto k | rows with high k | kept |",
               "|---|---|---|---|---|---|---|"]
     for law, entry in loo.items():

@@ -176,13 +176,16 @@ def test_student_t_observation_and_option_validation():
     approach1.sample_posterior([1e6], [1e9], [1.0], [3.0], likelihood="t")
 
 
+OUTLIERS = [7, 13]
+
+
 @pytest.fixture(scope="module")
 def outlier_ladder():
   """Chinchilla posteriors (2 chains × 100 draws) under both likelihoods, on a 20-rung ladder whose
-  rung 7 has a 30% too high loss (a diverged run)."""
+  rungs 7 and 13 (10%) have 30% and 25% too high losses (diverged or badly tuned runs)."""
   N, D = simulate.ladder(num_sizes=5, num_ratios=4)
   loss = simulate.chinchilla_losses(N, D, noise=0.01, seed=0)
-  loss[7] *= 1.3
+  loss[OUTLIERS] *= np.array([1.3, 1.25])
   point = optim.LawFit(dict(simulate.CHINCHILLA), 0.0, 1, 1)
   posts = {lik: chinchilla.sample_posterior(N, D, loss, num_chains=2, num_warmup=100,
                                             num_samples=100, seed=0, point=point, likelihood=lik)
@@ -200,17 +203,24 @@ def test_student_t_is_chosen_by_loo_on_an_outlier_ladder(outlier_ladder):
   for r in res.values():
     assert set(r) == {"elpd_loo", "se", "p_loo", "pareto_k_max", "num_bad_k", "good_k", "elpd_i"}
     assert r["elpd_i"].shape == (20,) and np.isclose(r["elpd_i"].sum(), r["elpd_loo"])
-  assert np.argmin(res["normal"]["elpd_i"]) == 7 and res["normal"]["pareto_k_max"] > 0.7
+  assert set(np.argsort(res["normal"]["elpd_i"])[:2]) == set(OUTLIERS)
+  assert res["normal"]["pareto_k_max"] > 0.7
   choice = diagnostics.choose_likelihood(res["normal"], res["student_t"])
-  assert choice["likelihood"] == "student_t" and choice["elpd_diff"] > 2 * choice["se_diff"]
+  # two rows carry the paired se (elpd gain ~1.5 se): the Normal's bad Pareto k decide
+  assert choice["likelihood"] == "student_t" and choice["elpd_diff"] > 0, choice
+  assert res["normal"]["num_bad_k"] > res["student_t"]["num_bad_k"]
   # the robust fit is not dragged by the outlier: its E is within 10% of the truth, nearer than
   # the Normal fit's
   E = simulate.CHINCHILLA["E"]
   err = {lik: abs(np.median(p.draws["E"]) / E - 1) for lik, p in posts.items()}
   assert err["student_t"] < 0.1 and err["student_t"] < err["normal"]
-  # an elpd gain inside 2 standard errors keeps the Normal
-  noisy = dict(res["student_t"], elpd_i=res["normal"]["elpd_i"] + np.tile([0.3, -0.2], 10))
+  # an elpd gain inside 2 standard errors with equally reliable estimates keeps the Normal; one
+  # beyond 2 se picks the Student-t
+  noisy = dict(res["student_t"], elpd_i=res["normal"]["elpd_i"] + np.tile([0.3, -0.2], 10),
+               num_bad_k=res["normal"]["num_bad_k"])
   assert diagnostics.choose_likelihood(res["normal"], noisy)["likelihood"] == "normal"
+  clear = dict(noisy, elpd_i=res["normal"]["elpd_i"] + np.tile([0.3, 0.2], 10))
+  assert diagnostics.choose_likelihood(res["normal"], clear)["likelihood"] == "student_t"
   with pytest.raises(ValueError, match="same R"):
     diagnostics.choose_likelihood(res["normal"], dict(noisy, elpd_i=noisy["elpd_i"][:5]))
   with pytest.raises(ValueError, match="meta\\['law'\\]"):

@@ -30,6 +30,34 @@ def test_fit_scale_recovers_a_known_growth_of_the_error():
     discrepancy.fit_scale([np.nan], [0.0], [0.1])
 
 
+def test_distance_in_fitted_spans():
+  rng = discrepancy.fitted_range(np.array([1e5, 1e5]), np.array([1e6, 4e6]))  # D/N 10 … 40
+  assert np.isclose(rng["tpp_span"], np.log(4)) and np.isclose(rng["compute_span"], np.log(4))
+  one = discrepancy.fitted_range(np.array([1e5]), np.array([1e6]))
+  assert one["tpp_span"] == discrepancy.SPAN_MIN  # a single level counts as a factor of 2
+  N, D = np.array([1e5]), np.array([4e7])  # D/N and 6ND 10x beyond the largest fitted
+  args = (rng["log_tpp_max"], rng["log_compute_max"], rng["tpp_span"], rng["compute_span"])
+  np.testing.assert_allclose(discrepancy.distance(N, D, *args, rho=0.0, xp=np),
+                             2 * np.log(10))
+  np.testing.assert_allclose(discrepancy.distance(N, D, *args, rho=1.0, xp=np),
+                             2 * np.log(10) / np.log(4))
+  scale = dict(rng, rho=1.0)
+  np.testing.assert_allclose(discrepancy.scale_distance(scale, N, D), 2 * np.log(10) / np.log(4))
+
+
+@pytest.mark.parametrize("rho", [0.0, 1.0])
+def test_fit_law_scale_recovers_how_error_scales_with_the_fitted_span(rho):
+  """Folds of narrow and wide spans: the error sd grows with excess/span^rho; the fit finds rho."""
+  r = np.random.default_rng(1)
+  span = r.choice([np.log(2), np.log(8), np.log(64)], 3000)
+  tpp_excess = r.uniform(0, 3, span.size)
+  noise = np.full(span.size, 0.01)
+  e = r.standard_normal(span.size) * np.hypot(noise, 0.2 * tpp_excess / span ** rho)
+  got = discrepancy.fit_law_scale({"a": (e, tpp_excess, 0 * e, span, span, noise)})
+  assert got["rho"] == rho, got
+  assert abs(got["fits"]["a"]["s1"] - 0.2) < 0.03, got
+
+
 def test_empirical_logit_error_is_bounded_at_zero_and_one():
   e = discrepancy.error("logit", [0.0, 1.0], [0.9, 0.1], num_questions=100)
   assert np.all(np.isfinite(e)) and np.all(np.abs(e) < 2 * np.log(201))

@@ -12,7 +12,7 @@ from t2jax import fit, io
 from t2jax.fit import __main__ as cli_lib
 from t2jax.fit import fitting, planning
 from t2jax.fit import inputs as inputs_lib
-from t2jax.laws import chinchilla, posterior, simulate, table
+from t2jax.laws import chinchilla, discrepancy, posterior, simulate, table
 
 TINY = dict(num_chains=2, num_warmup=20, num_samples=20, max_plan_draws=8, allow_unconverged=True,
             retries=0, budgets=(1e18, 1e20), inference_budgets=(1e9, 1e11), queries=(1e6, 1e9))
@@ -44,7 +44,7 @@ def fitted_workdir(tmp_path_factory) -> str:
   if "workdir" not in _CACHE:
     workdir = str(tmp_path_factory.mktemp("ladder"))
     write_ladder(workdir)
-    cfg = tiny_config()
+    cfg = tiny_config(likelihood="normal")  # `auto` (both, PSIS-LOO's choice): its own test
     _CACHE["fit"] = fitting.run_fit(workdir, cfg)
     _CACHE["plan"] = planning.plan_dir(workdir, cfg)
     _CACHE["workdir"] = workdir
@@ -98,11 +98,24 @@ def test_fit_backtests_chooses_a_likelihood_and_writes_netcdf(workdir):
     assert summary["discrepancy"][law] == b["scale"]
     assert all(p["distance"] >= 0 and np.isfinite(p["error"]) for p in b["points"])
   assert set(summary["discrepancy"]["approach2"]["s0"]) == {"gen"}
+  assert all(summary["discrepancy"][law]["rho"] in discrepancy.RHO_GRID for law in backtests)
   for law, entry in summary["loo"].items():
-    assert entry["chosen"]["likelihood"] in ("normal", "student_t")
-    assert {"normal", "student_t"} <= set(entry) and np.isfinite(entry["normal"]["elpd_loo"])
+    assert entry["chosen"] == {"likelihood": "normal", "reason": "configured"}
+    assert set(entry) == {"chosen", "normal"} and np.isfinite(entry["normal"]["elpd_loo"])
   for name, rel in summary["posterior_files"].items():
     assert os.path.exists(os.path.join(workdir, rel)[:-len(".npz")] + ".nc"), name
+
+
+def test_auto_likelihood_samples_both_and_keeps_psis_loos_choice(tmp_path):
+  workdir = str(tmp_path)
+  write_ladder(workdir)
+  summary = fitting.run_fit(workdir, tiny_config(laws="chinchilla", discrepancy="none"))
+  entry = summary["loo"]["chinchilla"]
+  assert {"normal", "student_t"} <= set(entry)
+  assert all(np.isfinite(entry[lik]["elpd_loo"]) for lik in ("normal", "student_t"))
+  assert entry["chosen"]["likelihood"] in ("normal", "student_t")
+  post = posterior.Posterior.load(os.path.join(workdir, summary["posterior_files"]["chinchilla"]))
+  assert post.meta["likelihood"] == entry["chosen"]["likelihood"]
 
 
 def test_plan_tables_intervals_and_baselines(workdir):

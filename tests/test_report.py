@@ -66,7 +66,7 @@ def test_report_shows_backtests_and_psis_loo(written):
   text = open(path).read()
   assert "## Model discrepancy (backtests inside the fitting set)" in text
   assert "| approach2/gen | logit |" in text and "(figures/backtest.png)" in text
-  assert "PSIS-LOO" in text and text.count("| student_t |") == 3 and "| yes: " in text
+  assert "PSIS-LOO" in text and text.count("| normal |") == 3 and "| yes: configured |" in text
   assert "90% predictive coverage | mean-function coverage |" in text
 
 

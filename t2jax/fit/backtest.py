@@ -67,21 +67,21 @@ def _levels(x, rel: float = 0.05) -> np.ndarray:
   return x[new]
 
 
-def _fold_range(N, D) -> dict:
-  return {"log_tpp_max": float(np.log(np.max(D / N))),
-          "log_compute_max": float(np.log(np.max(6.0 * N * D)))}
+def _position(N, D, rng: dict) -> list:
+  """Each row's log excesses beyond a fold's fitted range `rng` and that range's spans (the
+  inputs of its distance, whose ρ is fitted afterwards)."""
+  tpp, compute = discrepancy.excess(np.asarray(N, np.float64), np.asarray(D, np.float64),
+                                    rng["log_tpp_max"], rng["log_compute_max"], xp=np)
+  return [dict(tpp_excess=float(t), compute_excess=float(c), tpp_span=rng["tpp_span"],
+               compute_span=rng["compute_span"])
+          for t, c in zip(np.broadcast_to(tpp, np.shape(N)), np.broadcast_to(compute, np.shape(N)))]
 
 
-def _distance(N, D, rng: dict) -> np.ndarray:
-  return np.asarray(discrepancy.distance(np.asarray(N, np.float64), np.asarray(D, np.float64),
-                                         rng["log_tpp_max"], rng["log_compute_max"], xp=np))
-
-
-def _points(law, fold, observed, predicted, noise, dist, meta, num_questions=None) -> list:
+def _points(law, fold, observed, predicted, noise, position, meta, num_questions=None) -> list:
   err = discrepancy.error(discrepancy.SCALES[law], observed, predicted, num_questions)
-  return [dict(m, law=law, fold=fold, observed=float(o), predicted=float(p), error=float(e),
-               noise=float(v), distance=float(d))
-          for m, o, p, e, v, d in zip(meta, observed, predicted, err, noise, dist)
+  return [dict(m, **x, law=law, fold=fold, observed=float(o), predicted=float(p), error=float(e),
+               noise=float(v))
+          for m, o, p, e, v, x in zip(meta, observed, predicted, err, noise, position)
           if np.isfinite(e)]
 
 
@@ -94,9 +94,9 @@ def _chinchilla(losses, posts) -> Callable:
     p = chinchilla.map_fit(rows.N[train], rows.D[train], rows.loss[train])
     test = ~train
     pred = np.asarray(chinchilla.loss(p, rows.N[test], rows.D[test]))
-    rng = _fold_range(rows.N[train], rows.D[train])
+    rng = discrepancy.fitted_range(rows.N[train], rows.D[train])
     return _points("chinchilla", kind_label, rows.loss[test], pred, np.full(test.sum(), sigma),
-                   _distance(rows.N[test], rows.D[test], rng),
+                   _position(rows.N[test], rows.D[test], rng),
                    [dict(N=float(n), D=float(d)) for n, d in zip(rows.N[test], rows.D[test])])
   return run
 
@@ -116,9 +116,9 @@ def _approach1(results, posts, cfg) -> Callable:
         continue
       p = approach1.map_fit(t.N[train], t.D[train], t.k[train], t.loss[train])
       pred = np.asarray(approach1.neg_log_passk(p, t.N[test], t.D[test], t.k[test]))
-      rng = _fold_range(t.N[train], t.D[train])
+      rng = discrepancy.fitted_range(t.N[train], t.D[train])
       points += _points("approach1", kind_label, t.loss[test], pred, np.full(test.sum(), sigma),
-                        _distance(t.N[test], t.D[test], rng),
+                        _position(t.N[test], t.D[test], rng),
                         [dict(task=task, model_id=m, N=float(n), D=float(d), k=float(k))
                          for m, n, d, k in zip(t.model_id[test], t.N[test], t.D[test], t.k[test])])
     return points
@@ -136,7 +136,7 @@ def _approach2(results, floors, cfg) -> Callable:
     data = approach2.prepare(results.select(train_R), floors=floors)
     params = approach2.fit_mle(data)
     test = results.select(~train_R)
-    rng = _fold_range(results.N[train_R], results.D[train_R])
+    rng = discrepancy.fitted_range(results.N[train_R], results.D[train_R])
     points = []
     for model in np.unique(test.model_id):
       for j, task in enumerate(data.tasks):
@@ -153,7 +153,7 @@ def _approach2(results, floors, cfg) -> Callable:
           second_K = np.asarray(passk.beta_passk(a, b, 2 * ks))
         Q = int(mask.sum())
         points += _points("approach2", kind_label, obs_K, pred_K, question_noise(pred_K, second_K, Q),
-                          np.full(len(ks), _distance(N, D, rng)),
+                          _position(np.full(len(ks), N), np.full(len(ks), D), rng),
                           [dict(task=task, model_id=str(model), N=N, D=D, k=float(k)) for k in ks],
                           num_questions=Q)
     return points
@@ -198,8 +198,8 @@ def run_backtests(inputs, fit_results, posts: dict, fitted_range: dict, cfg,
   else:
     models_N, models_D = fit_results.N, fit_results.D
   pairs = np.unique(np.stack([models_N, models_D], axis=1), axis=0)
-  full = {"log_tpp_max": float(np.log(fitted_range["tokens_per_param_max"])),
-          "log_compute_max": float(np.log(fitted_range["compute_max"]))}
+  full = discrepancy.range_from_bounds(*(fitted_range[k] for k in (
+      "tokens_per_param_min", "tokens_per_param_max", "compute_min", "compute_max")))
   out = {}
   for law, run in runners.items():
     points, labels, skipped = [], [], {}
@@ -218,12 +218,17 @@ def run_backtests(inputs, fit_results, posts: dict, fitted_range: dict, cfg,
       labels.append(label)
       points += new
     groups = sorted({p.get("task", LOSS) for p in points}) or [LOSS]
-    fits = {g: discrepancy.fit_scale(*([p[key] for p in points if p.get("task", LOSS) == g]
-                                       for key in ("error", "distance", "noise")))
-            for g in groups}
+    keys = ("error", "tpp_excess", "compute_excess", "tpp_span", "compute_span", "noise")
+    law_fit = discrepancy.fit_law_scale(
+        {g: [[p[key] for p in points if p.get("task", LOSS) == g] for key in keys] for g in groups})
+    rho, fits = law_fit["rho"], law_fit["fits"]
+    for p in points:  # each point's distance under the fitted ρ (the report plots error against it)
+      p["distance"] = float(discrepancy.scaled(p["tpp_excess"], p["compute_excess"], p["tpp_span"],
+                                               p["compute_span"], rho))
     scale = {key: {g: f[key] for g, f in fits.items()} for key in ("s0", "s1", "num_points")}
-    out[law] = {"scale": dict(scale, **full), "points": points, "folds": labels, "skipped": skipped}
-    log(f"backtest {law}: {len(labels)} folds, {len(points)} points; discrepancy sd s0 + s1·distance "
-        f"({discrepancy.SCALES[law]} scale): " + ", ".join(
+    out[law] = {"scale": dict(scale, rho=rho, **full), "points": points, "folds": labels,
+                "skipped": skipped}
+    log(f"backtest {law}: {len(labels)} folds, {len(points)} points; discrepancy sd s0 + s1·d, "
+        f"d in fitted spans^{rho:g} ({discrepancy.SCALES[law]} scale): " + ", ".join(
             f"{g} {f['s0']:.3f} + {f['s1']:.3f}·d" for g, f in fits.items()))
   return out

@@ -228,7 +228,8 @@ def plan_dir(out_dir: str, cfg) -> dict:
   plan = {"budgets": config_lib.floats(cfg, "budgets"),
           "inference_budgets": config_lib.floats(cfg, "inference_budgets"),
           "queries": config_lib.floats(cfg, "queries"), "fitted_range": fitted_range,
-          "n_bounds": _n_bounds(cfg, fitted_range), "laws": {}}
+          "n_bounds": _n_bounds(cfg, fitted_range), "laws": {},
+          "discrepancy": summary.get("discrepancy", {})}
   if chin is not None:
     budgets = plan["budgets"]
     n_SxB, d_SxB = (np.asarray(x) for x in chinchilla.optimum(chin, budgets))

@@ -126,10 +126,13 @@ def loo(post, pointwise_SxR) -> dict:
 def choose_likelihood(loo_normal: dict, loo_student: dict, num_se: float = 2.0) -> dict:
   """Picks the loss likelihood by PSIS-LOO (`loo` of the same observations under each).
 
-  Student-t only when its elpd is higher by more than `num_se` standard errors of the paired
-  difference (se = sqrt(R)·sd of the pointwise differences, Vehtari et al. 2017): the Normal is the
-  default because it is the Student-t's limit and the laws' error bars were built on it, so the
-  heavier tails must earn their place; a gain inside 2 se is what a ladder's noise alone gives.
+  Student-t when its elpd is higher by more than `num_se` standard errors of the paired
+  difference (se = sqrt(R)·sd of the pointwise differences, Vehtari et al. 2017), or when it is
+  higher at all and the Normal leaves observations with Pareto k above the threshold that the
+  Student-t does not (more `num_bad_k` under the Normal): such rows are ones the Normal cannot
+  absorb (a diverged rung), its elpd there is unreliable and the paired se, made of those few
+  rows, is no yardstick. Otherwise the Normal, the Student-t's limit, on which the laws' error bars
+  were built: a gain inside 2 se with reliable estimates is what a ladder's noise alone gives.
   Returns likelihood ("normal" | "student_t"), elpd_diff (Student-t − Normal), se_diff, reason.
   """
   normal_R, student_R = np.asarray(loo_normal["elpd_i"]), np.asarray(loo_student["elpd_i"])
@@ -139,10 +142,17 @@ def choose_likelihood(loo_normal: dict, loo_student: dict, num_se: float = 2.0) 
                      "compute both on the same table")
   d_R = student_R - normal_R
   diff, se = float(np.sum(d_R)), float(np.sqrt(len(d_R)) * np.std(d_R, ddof=1))
-  pick = "student_t" if diff > num_se * se else "normal"
+  bad_normal, bad_student = int(loo_normal["num_bad_k"]), int(loo_student["num_bad_k"])
+  if diff > num_se * se:
+    pick, why = "student_t", f"> {num_se:g} se"
+  elif diff > 0 and bad_normal > bad_student:
+    pick, why = "student_t", (f"<= {num_se:g} se, but the Normal leaves {bad_normal} observations "
+                              f"with Pareto k > {loo_normal['good_k']:.2f}, the Student-t "
+                              f"{bad_student}")
+  else:
+    pick, why = "normal", f"<= {num_se:g} se"
   return {"likelihood": pick, "elpd_diff": diff, "se_diff": se,
-          "reason": f"elpd(Student-t) − elpd(Normal) = {diff:.2f} ± {se:.2f} "
-                    f"({'>' if pick == 'student_t' else '<='} {num_se:g} se)"}
+          "reason": f"elpd(Student-t) − elpd(Normal) = {diff:.2f} ± {se:.2f} ({why})"}
 
 
 # ---------------------------------------------------------------------------------- plots

@@ -7,9 +7,13 @@ the loss or of −log pass@k, logit of pass@k), are modelled as
     e_j ~ Normal(0, noise_j² + σ(d_j)²),   σ(d) = s0 + s1·d,   s0, s1 >= 0,
 
 with noise_j the fitted observation noise at row j and d_j the row's extrapolation distance from
-the rows its fold was fitted on (`distance`: log of the D/N factor plus log of the compute factor,
-each counted only beyond the fitted maximum). `fit_scale` finds (s0, s1) by maximum likelihood on
-a grid (deterministic; a few dozen backtest errors do not support more than two parameters).
+the rows its fold was fitted on (`distance`): per axis (D/N and training compute 6ND), the log
+factor beyond the fitted maximum divided by span^ρ, the log-span of the fitted range (floored at
+log 2), summed over both axes. ρ = 0 counts log factors as they are; ρ = 1 measures the horizon in
+units of the fitted span, so a fold fitted on a narrow range (the first rolling-origin folds)
+extrapolating by a factor F is further out than the final fit extrapolating by F from its wider
+range. `fit_law_scale` finds ρ in {0, 1/4, …, 1} (one per law) and (s0, s1) per task by maximum
+likelihood on a grid (deterministic; a few dozen backtest errors do not support more).
 
 The discrepancy is a random effect drawn with every posterior draw: each draw s and task t get
 z_st ~ N(0, 1) and the prediction at (N, D) moves by σ(d(N, D))·z_st on the law's scale (`widen`).
@@ -23,17 +27,52 @@ import jax.numpy as jnp
 import numpy as np
 
 SCALES = {"chinchilla": "log", "approach1": "log", "approach2": "logit"}
-KEYS = ("disc_z", "disc_s0", "disc_s1", "disc_log_tpp_max", "disc_log_compute_max")
+RANGE_KEYS = ("log_tpp_max", "log_compute_max", "tpp_span", "compute_span")
+KEYS = ("disc_z", "disc_s0", "disc_s1", "disc_rho") + tuple(f"disc_{k}" for k in RANGE_KEYS)
+SPAN_MIN = float(np.log(2.0))  # a range narrower than a factor of 2 counts as one of 2
+RHO_GRID = (0.0, 0.25, 0.5, 0.75, 1.0)
 _S0_GRID = np.concatenate([[0.0], np.geomspace(1e-3, 10.0, 70)])
 _S1_GRID = np.concatenate([[0.0], np.geomspace(1e-3, 10.0, 70)])
 
 
-def distance(N, D, log_tpp_max, log_compute_max, xp=jnp):
-  """Extrapolation distance of (N, D) from fitted rows whose largest D/N and 6ND are given (logs):
-  max(0, log(D/N) − log_tpp_max) + max(0, log(6ND) − log_compute_max); 0 inside the range."""
+def fitted_range(N, D) -> dict:
+  """The range keys (`RANGE_KEYS`) of fitted rows (N, D): logs of the largest D/N and 6ND, and
+  the log-span of each (at least `SPAN_MIN`)."""
+  tpp, compute = np.asarray(D, np.float64) / N, 6.0 * np.asarray(N, np.float64) * D
+  return range_from_bounds(tpp.min(), tpp.max(), compute.min(), compute.max())
+
+
+def range_from_bounds(tpp_min, tpp_max, compute_min, compute_max) -> dict:
+  """`fitted_range` from the bounds of the fitted D/N and 6ND."""
+  return {"log_tpp_max": float(np.log(tpp_max)), "log_compute_max": float(np.log(compute_max)),
+          "tpp_span": max(float(np.log(tpp_max / tpp_min)), SPAN_MIN),
+          "compute_span": max(float(np.log(compute_max / compute_min)), SPAN_MIN)}
+
+
+def excess(N, D, log_tpp_max, log_compute_max, xp=jnp) -> tuple:
+  """(log D/N, log 6ND) of (N, D) beyond the fitted maxima, each >= 0 (0 inside the range)."""
   logN, logD = xp.log(N), xp.log(D)
-  return (xp.maximum(logD - logN - log_tpp_max, 0.0)
-          + xp.maximum(np.log(6.0) + logN + logD - log_compute_max, 0.0))
+  return (xp.maximum(logD - logN - log_tpp_max, 0.0),
+          xp.maximum(np.log(6.0) + logN + logD - log_compute_max, 0.0))
+
+
+def scaled(tpp_excess, compute_excess, tpp_span, compute_span, rho):
+  """The distance of log excesses: tpp_excess/tpp_span^ρ + compute_excess/compute_span^ρ."""
+  return tpp_excess / tpp_span ** rho + compute_excess / compute_span ** rho
+
+
+def distance(N, D, log_tpp_max, log_compute_max, tpp_span=1.0, compute_span=1.0, rho=0.0,
+             xp=jnp):
+  """Extrapolation distance of (N, D) from fitted rows (module doc); 0 inside the range. With the
+  defaults (ρ = 0), max(0, log(D/N) − log_tpp_max) + max(0, log(6ND) − log_compute_max)."""
+  return scaled(*excess(N, D, log_tpp_max, log_compute_max, xp), tpp_span, compute_span, rho)
+
+
+def scale_distance(scale: dict, N, D, xp=np):
+  """`distance` of (N, D) from a law's scale (the fit summary's `discrepancy[law]`; a scale written
+  before ρ was fitted counts log factors, ρ = 0)."""
+  return distance(N, D, scale["log_tpp_max"], scale["log_compute_max"], scale.get("tpp_span", 1.0),
+                  scale.get("compute_span", 1.0), scale.get("rho", 0.0), xp=xp)
 
 
 def shrink(p, num_questions):
@@ -69,6 +108,22 @@ def fit_scale(error_J, distance_J, noise_J) -> dict:
           "num_points": int(e.size)}
 
 
+def fit_law_scale(groups: dict) -> dict:
+  """ρ (one per law) and (s0, s1) per group by maximum likelihood (module doc). `groups` maps a
+  task to its backtest points' (error_J, tpp_excess_J, compute_excess_J, tpp_span_J,
+  compute_span_J, noise_J). Returns {"rho": ρ, "fits": {group: `fit_scale` at that ρ}}; the
+  smallest ρ among equal likelihoods (with no points, 0)."""
+  best = None
+  for rho in RHO_GRID:
+    fits = {g: fit_scale(e, scaled(te, ce, ts, cs, rho), v)
+            for g, (e, te, ce, ts, cs, v) in ((g, tuple(np.asarray(x, np.float64) for x in p))
+                                              for g, p in groups.items())}
+    loglik = sum(f["loglik"] for f in fits.values())
+    if best is None or loglik > best[0] + 1e-9:
+      best = (loglik, rho, fits)
+  return {"rho": best[1], "fits": best[2]}
+
+
 def task_scale(scale: dict, task: str) -> tuple:
   """(s0, s1) of `task` in a scale with per-task dicts (a task with no backtest points: 0, 0)."""
   return float(scale["s0"].get(task, 0.0)), float(scale["s1"].get(task, 0.0))
@@ -80,9 +135,10 @@ def draws(scale: dict, num_draws: int, tasks, seed: int) -> dict:
   z = np.random.default_rng(seed).standard_normal((num_draws, len(tasks)))
   s0_T, s1_T = np.array([task_scale(scale, t) for t in tasks]).reshape(len(tasks), 2).T
   full = lambda x: np.broadcast_to(np.asarray(x, np.float64), z.shape).copy()
-  return {"disc_z": z, "disc_s0": full(s0_T), "disc_s1": full(s1_T),
-          "disc_log_tpp_max": full(scale["log_tpp_max"]),
-          "disc_log_compute_max": full(scale["log_compute_max"])}
+  defaults = {"tpp_span": 1.0, "compute_span": 1.0}
+  return dict({"disc_z": z, "disc_s0": full(s0_T), "disc_s1": full(s1_T),
+               "disc_rho": full(scale.get("rho", 0.0))},
+              **{f"disc_{k}": full(scale.get(k, defaults.get(k))) for k in RANGE_KEYS})
 
 
 def widen(scale: str, value, params: dict, N, D):
@@ -93,7 +149,7 @@ def widen(scale: str, value, params: dict, N, D):
     return value
   q = jnp.ndim(value) - jnp.ndim(params["disc_z"])
   p = {key: jnp.reshape(params[key], jnp.shape(params[key]) + (1,) * q) for key in KEYS}
-  d = distance(N, D, p["disc_log_tpp_max"], p["disc_log_compute_max"])
+  d = distance(N, D, *(p[f"disc_{k}"] for k in RANGE_KEYS), p["disc_rho"])
   return move(scale, value, (p["disc_s0"] + p["disc_s1"] * d) * p["disc_z"])
 
 
@@ -110,7 +166,6 @@ def move(scale: str, value, shift, xp=jnp):
 def sd(scale: dict, task: str, N, D) -> np.ndarray:
   """σ(d) = s0 + s1·d of `task` at (N, D), from a law's scale (the fit summary's
   `discrepancy[law]`)."""
-  d = distance(np.asarray(N, np.float64), np.asarray(D, np.float64), scale["log_tpp_max"],
-               scale["log_compute_max"], xp=np)
+  d = scale_distance(scale, np.asarray(N, np.float64), np.asarray(D, np.float64))
   s0, s1 = task_scale(scale, task)
   return s0 + s1 * d
