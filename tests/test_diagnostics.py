@@ -13,6 +13,7 @@ from numpyro import handlers
 from numpyro.infer import util as infer_util
 from scipy import stats
 
+from t2jax.fit import fitting
 from t2jax.laws import (approach1, approach2, chinchilla, diagnostics, optim, pointwise, simulate,
                         table)
 from t2jax.laws.posterior import Posterior
@@ -209,6 +210,10 @@ def test_student_t_is_chosen_by_loo_on_an_outlier_ladder(outlier_ladder):
   # two rows carry the paired se (elpd gain ~1.5 se): the Normal's bad Pareto k decide
   assert choice["likelihood"] == "student_t" and choice["elpd_diff"] > 0, choice
   assert res["normal"]["num_bad_k"] > res["student_t"]["num_bad_k"]
+  # the fit stage's pooled summary (`fitting._loo`) carries what the choice needs
+  pooled = {lik: fitting._loo({"chinchilla": p}, {"chinchilla": pointwise.chinchilla(p, N, D, loss)})
+            for lik, p in posts.items()}
+  assert diagnostics.choose_likelihood(pooled["normal"], pooled["student_t"]) == choice
   # the robust fit is not dragged by the outlier: its E is within 10% of the truth, nearer than
   # the Normal fit's
   E = simulate.CHINCHILLA["E"]

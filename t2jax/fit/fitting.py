@@ -102,7 +102,8 @@ def _loo(posts: dict, loglik: dict) -> dict:
           "se": float(np.sqrt(len(elpd_i)) * np.std(elpd_i, ddof=1)) if len(elpd_i) > 1 else 0.0,
           "p_loo": float(sum(p["p_loo"] for p in parts.values())),
           "pareto_k_max": max(p["pareto_k_max"] for p in parts.values()),
-          "num_bad_k": sum(p["num_bad_k"] for p in parts.values()), "elpd_i": elpd_i}
+          "num_bad_k": sum(p["num_bad_k"] for p in parts.values()),
+          "good_k": min(p["good_k"] for p in parts.values()), "elpd_i": elpd_i}
 
 
 def _fit_law(law: str, sample, pointwise_fn, cfg) -> tuple:
