@@ -14,7 +14,7 @@ with twice the draws (as `t2jax.fit` does); if it still fails it is counted and 
 coverage.
 
   nice python benchmarks/calibration.py --num_questions=100 --n=32 --num_warmup=150 \
-      --num_samples=150 --num_datasets=100   # ~80 s per data set with backtests on 2 cores
+      --num_samples=150 --num_datasets=100   # ~45 s per data set and worker, 2 workers
   python benchmarks/calibration.py --num_datasets=4     # a quick look
 Writes benchmarks/results/calibration.{json,md} (rewritten after every data set); a run started
 again with the same settings and output directory resumes, skipping the data sets recorded there.
@@ -190,8 +190,11 @@ def main(argv):
   done = {r["dataset"] for r in records}
   if done:
     print(f"resuming: {len(done)} data sets already in {_OUT.value}/calibration.json", flush=True)
+  # A few data sets per process: a long-lived one exhausted the memory maps of XLA's LLVM JIT
+  # ("Cannot allocate memory", then a crash) after ~30 data sets.
   with concurrent.futures.ProcessPoolExecutor(
-      _WORKERS.value, mp_context=multiprocessing.get_context("spawn")) as pool:
+      _WORKERS.value, mp_context=multiprocessing.get_context("spawn"),
+      max_tasks_per_child=10) as pool:
     futures = [pool.submit(one_dataset, i, settings) for i in range(_NUM.value) if i not in done]
     summary = summarize(records, settings, seconds_before)
     for future in concurrent.futures.as_completed(futures):

@@ -1,12 +1,13 @@
 """pass@k: the unbiased estimator from samples, and pass@k under a Beta(a, b) accuracy law.
 
-`unbiased_passk` and `observed_passk` are numpy (data side); `beta_passk` and
+`unbiased_passk`, `observed_passk` and `unbiased_passk_var` are numpy (data side); `beta_passk` and
 `beta_binomial_logpmf` are jnp and work under jit, vmap and grad (model side).
 """
 
 import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import gammaln
+from scipy import special
 
 
 def unbiased_passk(n, c, k) -> np.ndarray:
@@ -49,6 +50,26 @@ def observed_passk(n_Q, c_Q, nll_Q, k: int) -> float:
       return float("nan")
     values[~sampled] = -np.expm1(k * np.log1p(-np.exp(-nll_Q[~sampled])))
   return float(values.mean())
+
+
+def unbiased_passk_var(a, b, n: int, k_K) -> np.ndarray:
+  """(..., K): the variance of one question's `unbiased_passk(n, c, k)` when its c of n samples
+  are BetaBinomial(n, a, b), i.e. p ~ Beta(a, b), for a, b of any shape (...): the spread between
+  questions (p) and within one question (its n samples) together; exact, summed over c = 0..n
+  (k <= n)."""
+  a, b = np.asarray(a, np.float64)[..., None], np.asarray(b, np.float64)[..., None]
+  c_C = np.arange(n + 1.0)
+  pmf_xC = np.exp(special.gammaln(n + 1.0) - special.gammaln(c_C + 1)
+                  - special.gammaln(n - c_C + 1) + special.betaln(c_C + a, n - c_C + b)
+                  - special.betaln(a, b))
+  k_1xK = np.asarray(k_K, np.float64)[None, :]
+  free_CxK = n - c_C[:, None] >= k_1xK  # C(n − c, k) > 0: some k-subset misses every correct one
+  m_CxK = np.where(free_CxK, n - c_C[:, None], k_1xK)  # a valid argument where the term is 0
+  log_fail_CxK = (special.gammaln(m_CxK + 1) - special.gammaln(m_CxK - k_1xK + 1)
+                  - special.gammaln(n + 1.0) + special.gammaln(n - k_1xK + 1))
+  est_CxK = np.where(free_CxK, -np.expm1(log_fail_CxK), 1.0)
+  mean_xK = pmf_xC @ est_CxK
+  return np.maximum(pmf_xC @ est_CxK ** 2 - mean_xK ** 2, 0.0)
 
 
 def beta_passk_log_fail(a, b, k):

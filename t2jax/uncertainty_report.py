@@ -12,6 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
 import numpy as np  # noqa: E402
 
 from t2jax import io  # noqa: E402
+from t2jax.fit import backtest  # noqa: E402
 from t2jax.laws import diagnostics, discrepancy  # noqa: E402
 
 _Z90 = 1.6449
@@ -25,7 +26,8 @@ def load(workdir: str) -> Optional[dict]:
 
 def summary(backtests: dict) -> dict:
   """Per law: the discrepancy scale, the folds and points behind it, and the backtest's own
-  coverage of its 90% intervals (noise plus the fitted discrepancy, in sample)."""
+  coverage of its 90% intervals (noise, the fold fit's parameter sd and the fitted discrepancy,
+  in sample)."""
   out = {}
   for law, b in backtests.items():
     s = b["scale"]
@@ -33,7 +35,7 @@ def summary(backtests: dict) -> dict:
       pts = [p for p in b["points"] if p.get("task", "loss") == task]
       e = np.array([p["error"] for p in pts])
       s0, s1 = discrepancy.task_scale(s, task)
-      sd = np.array([np.hypot(p["noise"], s0 + s1 * p["distance"]) for p in pts])
+      sd = np.array([np.hypot(backtest.known_sd(p), s0 + s1 * p["distance"]) for p in pts])
       out[f"{law}/{task}" if task != "loss" else law] = {
           "s0": s0, "s1": s1, "rho": float(s.get("rho", 0.0)), "scale": discrepancy.SCALES[law],
           "num_folds": len(b["folds"]),
@@ -45,7 +47,7 @@ def summary(backtests: dict) -> dict:
 
 def figure(backtests: dict, fig_dir: str) -> str:
   """Per law: backtest predicted vs observed (top) and error vs distance with the fitted 90% band
-  of noise plus discrepancy (bottom)."""
+  of noise, the median fold parameter sd and the discrepancy (bottom)."""
   laws = [law for law in backtests if backtests[law]["points"]]
   fig, axes = plt.subplots(2, max(len(laws), 1), figsize=(4 * max(len(laws), 1), 7), squeeze=False)
   for j, law in enumerate(laws):
@@ -64,7 +66,7 @@ def figure(backtests: dict, fig_dir: str) -> str:
     ax = axes[1, j]
     ax.scatter(dist, [p["error"] for p in pts], s=8, alpha=0.6)
     d = np.linspace(0, max(dist.max(), 0.1), 50)
-    noise = np.median([p["noise"] for p in pts])
+    noise = np.median([backtest.known_sd(p) for p in pts])
     for task in s["s0"]:
       s0, s1 = discrepancy.task_scale(s, task)
       band = _Z90 * np.hypot(noise, s0 + s1 * d)
@@ -92,7 +94,9 @@ def markdown(backtests: Optional[dict]) -> list[str]:
                     "report treats the fitted law as exact, with its fitted noise only.", ""]
   lines += ["Each law was refitted on part of its fitted rows (rolling origin in D/N and in "
             "compute, and leaving one model size out) and predicted the rest. From those errors, "
-            "the sd of the law's error beyond noise is σ(d) = s0 + s1·d at distance "
+            "the sd of the law's error beyond noise and beyond the refit's own parameter "
+            "uncertainty (its Laplace sd at each predicted row; the final posterior carries its "
+            "own) is σ(d) = s0 + s1·d at distance "
             "d = max(0, log D/N factor)/span_D/N^ρ + max(0, log compute factor)/span_C^ρ beyond "
             "the fitted rows (span: the log-span of the fitted range, at least log 2; ρ fitted "
             "per law in {0, ¼, …, 1}: ρ = 1 measures the horizon in fitted spans). "

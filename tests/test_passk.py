@@ -103,3 +103,20 @@ def test_beta_binomial_logpmf_matches_scipy_and_normalises():
     got = np.asarray(passk.beta_binomial_logpmf(c, n, a, b))
   np.testing.assert_allclose(got, stats.betabinom.logpmf(c, n, a, b), rtol=1e-10)
   np.testing.assert_allclose(np.exp(got).sum(), 1.0, rtol=1e-12)
+
+
+def test_unbiased_passk_var_equals_slow_sum_over_counts():
+  """The variance of one question's unbiased pass@k, c ~ BetaBinomial(n, a, b), against a plain
+  sum of `unbiased_passk` over c = 0..n with scipy's pmf; k = n is a Bernoulli of pass@n."""
+  n, a, b = 12, 0.6, 1.7
+  ks = np.array([1, 3, 7, 12])
+  c = np.arange(n + 1)
+  pmf = stats.betabinom.pmf(c, n, a, b)
+  est = np.stack([passk.unbiased_passk(n, c, k) for k in ks], axis=1)
+  want = pmf @ est ** 2 - (pmf @ est) ** 2
+  got = passk.unbiased_passk_var(a, b, n, ks)
+  np.testing.assert_allclose(got, want, rtol=1e-10)
+  with jax.enable_x64(True):
+    top = float(passk.beta_passk(a, b, float(n)))
+  np.testing.assert_allclose(got[-1], top * (1 - top), rtol=1e-10)
+  assert np.all(np.diff(got) > 0)  # fewer of the n samples reused: each k adds within-question spread

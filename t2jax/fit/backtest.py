@@ -10,20 +10,24 @@ priors alone, and its errors would measure that, not the final fit's extrapolati
 sizes; identical training sets are fitted once. Each fold refits every law's point estimate
 (Chinchilla, Approach 1 per task, Approach 2's MAP) on its training models and predicts the
 others; the errors on each law's scale (`discrepancy.SCALES`), with each row's distance from its
-fold's training rows and its observation noise, give the law's discrepancy scale per task
-(`discrepancy.fit_scale`: tasks differ, e.g. one barely solved in the fitted range extrapolates
-far worse than the others). A fold whose refit fails (too few identified rows, or no finite
+fold's training rows, its observation noise and the fold fit's own parameter uncertainty there
+(`param_sd`: the Laplace sd at the fold's MAP, `optim.laplace_sd`), give the law's discrepancy
+scale per task (`discrepancy.fit_scale`: tasks differ, e.g. one barely solved in the fitted range
+extrapolates far worse than the others). Counting the fold's parameter uncertainty as known
+leaves σ(d) the misfit alone: the final posterior carries its own parameter uncertainty, and a
+fold fitted on fewer rows has more of it, which σ(d) would otherwise count twice. A fold whose refit fails (too few identified rows, or no finite
 prediction) is listed under `skipped`, not hidden.
 """
 
 from typing import Callable
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from t2jax import passk
 from t2jax.fit import config as config_lib
-from t2jax.laws import approach1, approach2, chinchilla, discrepancy
+from t2jax.laws import approach1, approach2, chinchilla, discrepancy, optim
 
 MIN_MODELS = 6
 MAX_FOLDS_PER_KIND = 8
@@ -77,12 +81,13 @@ def _position(N, D, rng: dict) -> list:
           for t, c in zip(np.broadcast_to(tpp, np.shape(N)), np.broadcast_to(compute, np.shape(N)))]
 
 
-def _points(law, fold, observed, predicted, noise, position, meta, num_questions=None) -> list:
+def _points(law, fold, observed, predicted, noise, param_sd, position, meta,
+            num_questions=None) -> list:
   err = discrepancy.error(discrepancy.SCALES[law], observed, predicted, num_questions)
   return [dict(m, **x, law=law, fold=fold, observed=float(o), predicted=float(p), error=float(e),
-               noise=float(v))
-          for m, o, p, e, v, x in zip(meta, observed, predicted, err, noise, position)
-          if np.isfinite(e)]
+               noise=float(v), param_sd=float(u))
+          for m, o, p, e, v, u, x in zip(meta, observed, predicted, err, noise, param_sd, position)
+          if np.isfinite(e) and np.isfinite(u)]
 
 
 def _chinchilla(losses, posts) -> Callable:
@@ -91,11 +96,12 @@ def _chinchilla(losses, posts) -> Callable:
 
   def run(kind_label, train_of):
     train = train_of(rows.N, rows.D)
-    p = chinchilla.map_fit(rows.N[train], rows.D[train], rows.loss[train])
     test = ~train
+    p, sd = chinchilla.map_fit(rows.N[train], rows.D[train], rows.loss[train],
+                               query=(rows.N[test], rows.D[test]))
     pred = np.asarray(chinchilla.loss(p, rows.N[test], rows.D[test]))
     rng = discrepancy.fitted_range(rows.N[train], rows.D[train])
-    return _points("chinchilla", kind_label, rows.loss[test], pred, np.full(test.sum(), sigma),
+    return _points("chinchilla", kind_label, rows.loss[test], pred, np.full(test.sum(), sigma), sd,
                    _position(rows.N[test], rows.D[test], rng),
                    [dict(N=float(n), D=float(d)) for n, d in zip(rows.N[test], rows.D[test])])
   return run
@@ -114,10 +120,11 @@ def _approach1(results, posts, cfg) -> Callable:
       test = ~train
       if not test.any() or len(np.unique(t.N[train])) < 2:
         continue
-      p = approach1.map_fit(t.N[train], t.D[train], t.k[train], t.loss[train])
+      p, sd = approach1.map_fit(t.N[train], t.D[train], t.k[train], t.loss[train],
+                                query=(t.N[test], t.D[test], t.k[test]))
       pred = np.asarray(approach1.neg_log_passk(p, t.N[test], t.D[test], t.k[test]))
       rng = discrepancy.fitted_range(t.N[train], t.D[train])
-      points += _points("approach1", kind_label, t.loss[test], pred, np.full(test.sum(), sigma),
+      points += _points("approach1", kind_label, t.loss[test], pred, np.full(test.sum(), sigma), sd,
                         _position(t.N[test], t.D[test], rng),
                         [dict(task=task, model_id=m, N=float(n), D=float(d), k=float(k))
                          for m, n, d, k in zip(t.model_id[test], t.N[test], t.D[test], t.k[test])])
@@ -131,13 +138,18 @@ def _approach2(results, floors, cfg) -> Callable:
     n_min = int(results.n[results.sampled].min()) if results.sampled.any() else 1
     ks = approach1.default_k_grid(min(n_min, 1024)).astype(np.float64)
 
+  full = approach2.prepare(results, floors=floors)
+  sizes = (len(full.task_G), len(full.group_K))  # every fold padded to these: one compilation
+
   def run(kind_label, train_of):
     train_R = train_of(results.N, results.D)
     data = approach2.prepare(results.select(train_R), floors=floors)
-    params = approach2.fit_mle(data)
+    sites = approach2.map_sites(data, sizes=sizes)
+    with jax.enable_x64(True):
+      params = {k: np.asarray(v) for k, v in approach2.to_params(sites, data).items()}
     test = results.select(~train_R)
     rng = discrepancy.fitted_range(results.N[train_R], results.D[train_R])
-    points = []
+    queries, points = [], []
     for model in np.unique(test.model_id):
       for j, task in enumerate(data.tasks):
         mask = (test.model_id == model) & (test.task == task)
@@ -151,13 +163,41 @@ def _approach2(results, floors, cfg) -> Callable:
           a, b = (float(x) for x in approach2.beta_params(task_params, N, D))
           pred_K = np.asarray(passk.beta_passk(a, b, ks))
           second_K = np.asarray(passk.beta_passk(a, b, 2 * ks))
-        Q = int(mask.sum())
-        points += _points("approach2", kind_label, obs_K, pred_K, question_noise(pred_K, second_K, Q),
-                          _position(np.full(len(ks), N), np.full(len(ks), D), rng),
-                          [dict(task=task, model_id=str(model), N=N, D=D, k=float(k)) for k in ks],
-                          num_questions=Q)
-    return points
+        queries.append((j, N, D, int(mask.sum())))
+        points.append((obs_K, pred_K, measured_noise(a, b, test.n[mask], ks, pred_K, second_K),
+                       [dict(task=task, model_id=str(model), N=N, D=D, k=float(k)) for k in ks]))
+    if not queries:
+      return []
+    query = {name: optim.bucket_pad(np.array(x, np.float64), sizes[0])
+             for name, x in zip(("task_Q", "N_Q", "D_Q", "num_Q"), zip(*queries))}
+    query["k_K"] = np.asarray(ks, np.float64)
+    sd_QxK = approach2.laplace_sd(data, sites, _logit_passk, query, sizes=sizes).reshape(
+        -1, len(ks))
+    out = []
+    for (_, N, D, Q), (obs_K, pred_K, noise_K, meta), sd_K in zip(queries, points, sd_QxK):
+      out += _points("approach2", kind_label, obs_K, pred_K, noise_K, sd_K,
+                     _position(np.full(len(ks), N), np.full(len(ks), D), rng), meta,
+                     num_questions=Q)
+    return out
   return run
+
+
+def _logit_passk(sites, model_kwargs, task_Q, N_Q, D_Q, num_Q, k_K):
+  """Approach 2's pass@k of each query (task index, N, D, question count) at every k, on the
+  empirical-logit scale of `discrepancy.error`, flattened (Q·K,): what `approach2.laplace_sd`
+  differentiates."""
+  task_Q = task_Q.astype(jnp.int32)
+  params = {key: v[task_Q] for key, v in approach2.to_params(sites, model_kwargs["data"]).items()}
+  a_Q, b_Q = (jnp.diagonal(x) for x in approach2.beta_params(params, N_Q, D_Q))
+  p_QxK = passk.beta_passk(a_Q[:, None], b_Q[:, None], k_K[None, :])
+  share_QxK = (p_QxK * num_Q[:, None] + 0.5) / (num_Q[:, None] + 1.0)  # `discrepancy.shrink`
+  return (jnp.log(share_QxK) - jnp.log1p(-share_QxK)).ravel()
+
+
+def known_sd(point: dict) -> float:
+  """A backtest point's sd that σ(d) need not explain: its observation noise and its fold fit's
+  parameter sd together (a point written before the latter was recorded: the noise alone)."""
+  return float(np.hypot(point["noise"], point.get("param_sd", 0.0)))
 
 
 def question_noise(passk_K, passk2k_K, num_questions: int) -> np.ndarray:
@@ -168,6 +208,26 @@ def question_noise(passk_K, passk2k_K, num_questions: int) -> np.ndarray:
   sd = np.sqrt(np.maximum(m2 - m1 ** 2, 0.0) / num_questions)
   p = discrepancy.shrink(passk_K, num_questions)
   return sd * num_questions / (num_questions + 1) / (p * (1 - p))
+
+
+def measured_noise(a, b, n_Q, ks, passk_K, passk2k_K) -> np.ndarray:
+  """The sd, on the empirical-logit scale (`discrepancy.error`), of a task's measured mean pass@k
+  over its questions (n_Q samples each; 0 for NLL-only ones) under the Beta(a, b) law: the sum of
+  the questions' variances over Q², each question's from its samples' unbiased estimator
+  (`passk.unbiased_passk_var`: the spread between questions and within one's n samples; where
+  n < k, the question's pass@k is 1 − (1 − e^−nll)^k and only the spread between questions,
+  `question_noise`'s, counts), through the logit's derivative. a, b: floats, or (S,) for draws
+  with passk_K, passk2k_K (S, K)."""
+  ks = np.asarray(ks, np.float64)
+  Q = len(n_Q)
+  between_K = np.maximum((1.0 - passk2k_K) - (1.0 - passk_K) ** 2, 0.0)
+  var_K = np.zeros(np.shape(between_K))
+  for n, count in zip(*np.unique(np.asarray(n_Q, np.int64), return_counts=True)):
+    within_K = (passk.unbiased_passk_var(a, b, int(n), np.minimum(ks, n)) if n > 0
+                else between_K)
+    var_K += count * np.where(ks <= n, within_K, between_K)
+  p = discrepancy.shrink(passk_K, Q)
+  return np.sqrt(var_K) / (Q + 1) / (p * (1 - p))  # sd of the mean Q/(Q + 1)-scaled by shrink
 
 
 def measured_share(center_SxK, noise_SxK, num_questions: int, rng) -> np.ndarray:
@@ -218,9 +278,10 @@ def run_backtests(inputs, fit_results, posts: dict, fitted_range: dict, cfg,
       labels.append(label)
       points += new
     groups = sorted({p.get("task", LOSS) for p in points}) or [LOSS]
-    keys = ("error", "tpp_excess", "compute_excess", "tpp_span", "compute_span", "noise")
+    keys = ("error", "tpp_excess", "compute_excess", "tpp_span", "compute_span")
     law_fit = discrepancy.fit_law_scale(
-        {g: [[p[key] for p in points if p.get("task", LOSS) == g] for key in keys] for g in groups})
+        {g: [[p[key] for p in points if p.get("task", LOSS) == g] for key in keys]
+         + [[known_sd(p) for p in points if p.get("task", LOSS) == g]] for g in groups})
     rho, fits = law_fit["rho"], law_fit["fits"]
     for p in points:  # each point's distance under the fitted ρ (the report plots error against it)
       p["distance"] = float(discrepancy.scaled(p["tpp_excess"], p["compute_excess"], p["tpp_span"],

@@ -8,8 +8,8 @@ pass@k (observed: `passk.observed_passk`).
 The interval (lo, hi) is the posterior predictive one: each draw's prediction moved by its model
 discrepancy at the row's distance (`laws.discrepancy`, where the fit ran backtests) and by the
 observation noise (Chinchilla and Approach 1: the fitted σ on the log scale; Approach 2: the
-spread of a mean over the row's number of questions drawn from the draw's Beta law,
-`backtest.measured_share`). `mean_lo`,
+spread of a mean over the row's questions drawn from the draw's Beta law, each measured with its
+own number of samples, `backtest.measured_noise` and `measured_share`). `mean_lo`,
 `mean_hi` are the mean function's interval alone (the fitted law taken as exact), kept to show
 what the widening buys.
 """
@@ -108,8 +108,9 @@ def score_heldout(inputs: inputs_lib.Inputs, posts: dict, cfg, scales: dict) -> 
         sd = float(_sd(scales.get("approach2"), N, D, task))
         shift_Sx1 = sd * rng.standard_normal((len(a_S), 1))
         Q = int(mask.sum())
+        noise_SxK = backtest.measured_noise(a_S, b_S, held.n[mask], ks, mean_SxK, twice_SxK)
         pred_SxK = backtest.measured_share(discrepancy.move("logit", mean_SxK, shift_Sx1, xp=np),
-                                           backtest.question_noise(mean_SxK, twice_SxK, Q), Q, rng)
+                                           noise_SxK, Q, rng)
         keep = np.isfinite(obs_K)
         rows += _scored("approach2", "passk", obs_K[keep], mean_SxK[:, keep], pred_SxK[:, keep],
                         [dict(model_id=model, task=task, N=N, D=D, k=float(k)) for k in ks[keep]])

@@ -144,12 +144,14 @@ def _derive(e, logc, s, sigma):
               sigma=sigma)
 
 
-def map_fit(N, D, k, loss) -> dict:
+def map_fit(N, D, k, loss, query=None):
   """The posterior's MAP (bounded exponents, the priors of `sample_posterior`) from the point fit:
-  params E, A, B, G, alpha, beta, gamma, sigma (floats)."""
+  params E, A, B, G, alpha, beta, gamma, sigma (floats). With `query` = (N_Q, D_Q, k_Q):
+  (params, sd_Q), the Laplace sd of the log loss there (`optim.map_power_sum`)."""
   optim.check_positive_1d("approach1.map_fit", N=N, D=D, k=k, loss=loss)
   logx = _logx(N, D, k)
-  return optim.map_power_sum(logx, loss, warm_start(fit(N, D, k, loss).params, logx, loss), _derive)
+  return optim.map_power_sum(logx, loss, warm_start(fit(N, D, k, loss).params, logx, loss), _derive,
+                             query_logx=None if query is None else _logx(*query))
 
 
 def sample_posterior(N, D, k, loss, *, num_chains: int = 2, num_warmup: int = 500,

@@ -75,12 +75,21 @@ class Approach2Data:
   loss_center_T: np.ndarray
   loss_scale_T: np.ndarray
   loss_min_T: np.ndarray  # the task's lowest group loss: E's upper bound
+  log_median_T: np.ndarray  # the median log group loss per task (the amplitudes' prior centre)
+  mask_G: np.ndarray  # 1 for a group, 0 for padding (`pad`)
   # Rising-factorial form (None: the gammaln form): questions of the group with c > j,
   # n − c > j and n > j, for j < n_max; shape (G, n_max).
   above_c_GxJ: Optional[np.ndarray] = None
   above_nmc_GxJ: Optional[np.ndarray] = None
   above_n_GxJ: Optional[np.ndarray] = None
   loss_likelihood: str = "normal"  # the task-loss observation's law: "normal" or "student_t"
+
+
+# A pytree (tasks and the likelihood static), so jitted searches take the data as arguments.
+jax.tree_util.register_dataclass(
+    Approach2Data, meta_fields=["tasks", "loss_likelihood"],
+    data_fields=[f.name for f in dataclasses.fields(Approach2Data)
+                 if f.name not in ("tasks", "loss_likelihood")])
 
 
 def row_groups(results: table_lib.ResultsTable) -> np.ndarray:
@@ -178,7 +187,29 @@ def prepare(results: table_lib.ResultsTable, *, floors: Optional[dict] = None,
       sum_log1mp_G=sum_log1mp_G, center_logN=float(logN_G.mean()),
       center_logD=float(logD_G.mean()), loss_center_T=loss_center_T, loss_scale_T=loss_scale_T,
       loss_min_T=np.array([nll_G[task_G == t].min() for t in range(len(tasks))]),
-      loss_likelihood=loss_likelihood, **above)
+      log_median_T=np.array([np.median(np.log(nll_G[task_G == t])) for t in range(len(tasks))]),
+      mask_G=np.ones(G), loss_likelihood=loss_likelihood, **above)
+
+
+def pad(data: Approach2Data, sizes: Optional[tuple] = None) -> Approach2Data:
+  """`data` with its groups and (group, n, c) entries padded by copies of the first that weigh 0
+  (`mask_G` 0, no counts) to `optim.bucket` sizes, or to `sizes` = (G, K) when larger: the same
+  log posterior in shapes that subsets of a ladder (backtest folds) share, so a jitted search
+  compiles once for all of them."""
+  G, K = len(data.task_G), len(data.group_K)
+  want_G, want_K = sizes or (0, 0)
+  extra_G, extra_K = optim.bucket(max(G, want_G)) - G, optim.bucket(max(K, want_K)) - K
+  by_group = lambda x, fill=None: np.concatenate(
+      [x, np.repeat(x[:1] if fill is None else np.full_like(x[:1], fill), extra_G, axis=0)])
+  by_entry = lambda x: np.concatenate([x, np.zeros(extra_K, x.dtype)])
+  above = {name: by_group(getattr(data, name), 0.0) for name in (
+      "above_c_GxJ", "above_nmc_GxJ", "above_n_GxJ") if getattr(data, name) is not None}
+  return dataclasses.replace(
+      data, task_G=by_group(data.task_G), logN_G=by_group(data.logN_G),
+      logD_G=by_group(data.logD_G), nll_G=by_group(data.nll_G), mask_G=by_group(data.mask_G, 0.0),
+      beta_count_G=by_group(data.beta_count_G, 0.0), sum_logp_G=by_group(data.sum_logp_G, 0.0),
+      sum_log1mp_G=by_group(data.sum_log1mp_G, 0.0), group_K=by_entry(data.group_K),
+      n_K=by_entry(data.n_K), c_K=by_entry(data.c_K), weight_K=by_entry(data.weight_K), **above)
 
 
 # ------------------------------------------------------------------------------------- model
@@ -188,7 +219,7 @@ def sample_sites(data: Approach2Data) -> dict:
   exponents are bounded as in `optim.power_sum_model`:
   E = (lowest task loss)·sigmoid(logit_E), α, β = 2·sigmoid(logit_·) in (0, 2)."""
   T = len(data.tasks)
-  log_median_T = jnp.array([np.median(np.log(data.nll_G[data.task_G == t])) for t in range(T)])
+  log_median_T = data.log_median_T
   normal = lambda loc, scale: dist.Normal(jnp.broadcast_to(loc, (T,)), scale).to_event(1)
   return {
       "logit_E": numpyro.sample("logit_E", normal(0.0, 1.5)),
@@ -231,9 +262,10 @@ def group_beta(z: dict, data: Approach2Data):
 
 
 def loss_log_density(z: dict, data: Approach2Data, loss_G):
-  """Per group (G,): log(mean NLL) ~ Normal(log L̂, σ_t), or Student-t per `data.loss_likelihood`."""
+  """Per group (G,): log(mean NLL) ~ Normal(log L̂, σ_t), or Student-t per `data.loss_likelihood`
+  (0 for padding)."""
   sigma_G = jnp.exp(z["log_sigma"][data.task_G])
-  return optim.observation(data.loss_likelihood, jnp.log(loss_G), sigma_G).log_prob(
+  return data.mask_G * optim.observation(data.loss_likelihood, jnp.log(loss_G), sigma_G).log_prob(
       jnp.log(data.nll_G))
 
 
@@ -337,16 +369,16 @@ def task_mean_passk(params: dict, N, D, k):
 
 # ------------------------------------------------------------------------------- fitting
 
-def _initial_sites(data: Approach2Data, grid: Optional[dict]) -> dict:
+def _initial_sites(data: Approach2Data, grid: Optional[dict], pad_to: int = 0) -> dict:
   """Start for the MAP search: per-task Chinchilla fits of the loss, a flat link. A task whose loss
   is too flat or noisy for a sane fit (E not below its lowest loss, exponents outside [0.01, 1.95])
   starts from E = half its lowest loss and the rest split evenly between the N and D terms at
-  α = β = 0.3."""
+  α = β = 0.3. `pad_to`: the rows each start fit is padded to (`optim.fit_power_sum`)."""
   init = {k: np.zeros(len(data.tasks)) for k in SITES}
   for t in range(len(data.tasks)):
     sel = data.task_G == t
     N, D, nll = np.exp(data.logN_G[sel]), np.exp(data.logD_G[sel]), data.nll_G[sel]
-    p = chinchilla.fit(N, D, nll, grid=grid).params
+    p = chinchilla.fit(N, D, nll, grid=grid, pad_to=pad_to).params
     fitted = np.asarray(chinchilla.loss(p, N, D))
     resid = np.log(nll) - np.log(fitted)
     if (0.01 <= p["alpha"] <= 1.95 and 0.01 <= p["beta"] <= 1.95
@@ -368,10 +400,19 @@ def _initial_sites(data: Approach2Data, grid: Optional[dict]) -> dict:
   return init
 
 
-def map_sites(data: Approach2Data, *, grid: Optional[dict] = None, max_iter: int = 2000) -> dict:
-  """Maximum a posteriori sites (`optim.map_sites`) from per-task Chinchilla fits of the loss
-  and a flat link."""
-  return optim.map_sites(model, _initial_sites(data, grid), max_iter=max_iter, data=data)
+def map_sites(data: Approach2Data, *, grid: Optional[dict] = None, max_iter: int = 2000,
+              sizes: Optional[tuple] = None) -> dict:
+  """Maximum a posteriori sites (`optim.map_sites`, on the data `pad`ded to `sizes`) from
+  per-task Chinchilla fits of the loss and a flat link."""
+  return optim.map_sites(model, _initial_sites(data, grid, (sizes or (0,))[0]), max_iter=max_iter,
+                         data=pad(data, sizes))
+
+
+def laplace_sd(data: Approach2Data, sites: dict, predict, query: dict,
+               sizes: Optional[tuple] = None) -> np.ndarray:
+  """The Laplace sd of `predict(sites, {"data": data}, **query)` at the MAP `sites`
+  (`optim.laplace_sd`, on the data `pad`ded to `sizes`)."""
+  return optim.laplace_sd(model, sites, predict, query, data=pad(data, sizes))
 
 
 def fit_mle(data: Approach2Data, *, grid: Optional[dict] = None) -> dict:

@@ -25,12 +25,13 @@ NAMES = ("E", "A", "B", "alpha", "beta")
 
 
 def fit(N, D, loss, *, delta: float = 1e-3, grid: Optional[dict] = None,
-        max_iter: int = 100) -> optim.LawFit:
-  """Hoffmann Approach 3 fit of L(N, D) = E + A/N^α + B/D^β (4,500 starts by default)."""
+        max_iter: int = 100, pad_to: int = 0) -> optim.LawFit:
+  """Hoffmann Approach 3 fit of L(N, D) = E + A/N^α + B/D^β (4,500 starts by default; `pad_to`:
+  see `optim.fit_power_sum`)."""
   optim.check_positive_1d("chinchilla.fit", N=N, D=D, loss=loss)
   starts = optim.grid_starts(grid or HOFFMANN_GRID, ("e", "log_A", "log_B", "alpha", "beta"))
   logx = np.log(np.stack([np.asarray(N, np.float64), np.asarray(D, np.float64)], axis=1))
-  res = optim.fit_power_sum(logx, loss, starts, delta=delta, max_iter=max_iter)
+  res = optim.fit_power_sum(logx, loss, starts, delta=delta, max_iter=max_iter, pad_to=pad_to)
   e, log_A, log_B, alpha, beta = res.theta
   params = dict(E=float(np.exp(e)), A=float(np.exp(log_A)), B=float(np.exp(log_B)),
                 alpha=float(alpha), beta=float(beta))
@@ -65,12 +66,15 @@ def _warm_start(N, D, point: optim.LawFit) -> tuple:
   return np.log(np.stack([np.asarray(N, np.float64), np.asarray(D, np.float64)], axis=1)), theta
 
 
-def map_fit(N, D, loss) -> dict:
+def map_fit(N, D, loss, query=None):
   """The posterior's MAP (bounded exponents, the priors of `sample_posterior`) from the point fit:
-  params E, A, B, alpha, beta, sigma (floats)."""
+  params E, A, B, alpha, beta, sigma (floats). With `query` = (N_Q, D_Q): (params, sd_Q), the
+  Laplace sd of the log loss there (`optim.map_power_sum`)."""
   optim.check_positive_1d("chinchilla.map_fit", N=N, D=D, loss=loss)
   logx, theta = _warm_start(N, D, fit(N, D, loss))
-  return optim.map_power_sum(logx, loss, theta, _derive)
+  query_logx = None if query is None else np.log(np.stack(
+      [np.asarray(x, np.float64) for x in query], axis=1))
+  return optim.map_power_sum(logx, loss, theta, _derive, query_logx=query_logx)
 
 
 def sample_posterior(N, D, loss, *, num_chains: int = 2, num_warmup: int = 500,

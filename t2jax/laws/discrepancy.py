@@ -4,9 +4,12 @@ A fitted law is not exact. Backtests inside the fitting set (`t2jax.fit.backtest
 part of the rows and predict the rest; their errors e_j, on the law's own scale (`SCALES`: log of
 the loss or of −log pass@k, logit of pass@k), are modelled as
 
-    e_j ~ Normal(0, noise_j² + σ(d_j)²),   σ(d) = s0 + s1·d,   s0, s1 >= 0,
+    e_j ~ Normal(0, noise_j² + u_j² + σ(d_j)²),   σ(d) = s0 + s1·d,   s0, s1 >= 0,
 
-with noise_j the fitted observation noise at row j and d_j the row's extrapolation distance from
+with noise_j the observation noise at row j, u_j the fold fit's own parameter uncertainty there
+(its Laplace sd: a fold fitted on fewer rows is less sure, and the final posterior carries its own
+parameter uncertainty, so σ(d) is what neither explains: the law's misfit, and any shortfall of
+the fold's intervals), and d_j the row's extrapolation distance from
 the rows its fold was fitted on (`distance`): per axis (D/N and training compute 6ND), the log
 factor beyond the fitted maximum divided by span^ρ, the log-span of the fitted range (floored at
 log 2), summed over both axes. ρ = 0 counts log factors as they are; ρ = 1 measures the horizon in
@@ -91,8 +94,9 @@ def error(scale: str, observed, predicted, num_questions=None):
 
 
 def fit_scale(error_J, distance_J, noise_J) -> dict:
-  """Maximum-likelihood (s0, s1) of σ(d) = s0 + s1·d from backtest errors (see module doc), on a
-  grid of 71 × 71 values in [0, 10]. Returns s0, s1, the log-likelihood and the number of points;
+  """Maximum-likelihood (s0, s1) of σ(d) = s0 + s1·d from backtest errors (see module doc; noise_J
+  is each error's known sd, observation and fold fit together), on a grid of 71 × 71 values in
+  [0, 10]. Returns s0, s1, the log-likelihood and the number of points;
   with no points, s0 = s1 = 0."""
   e, d, v = (np.asarray(x, np.float64) for x in (error_J, distance_J, noise_J))
   if not e.size:

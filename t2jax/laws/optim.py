@@ -117,16 +117,37 @@ def huber(r, delta):
   return jnp.where(a <= delta, 0.5 * r * r, delta * (a - 0.5 * delta))
 
 
-def power_sum_objective(theta_P, logx_RxF, logy_R, delta):
-  """Mean Huber(δ) loss of the log residuals of a power sum: what `fit_power_sum` minimises."""
-  return jnp.mean(huber(logy_R - power_sum_log(theta_P, logx_RxF), delta))
+def power_sum_objective(theta_P, logx_RxF, logy_R, delta, weight_R=None):
+  """Mean Huber(δ) loss of the log residuals of a power sum: what `fit_power_sum` minimises
+  (`weight_R`: 1 for a row, 0 for padding)."""
+  h_R = huber(logy_R - power_sum_log(theta_P, logx_RxF), delta)
+  if weight_R is None:
+    return jnp.mean(h_R)
+  return jnp.sum(weight_R * h_R) / jnp.sum(weight_R)
+
+
+def bucket(n: int) -> int:
+  """The padded size of n rows: the next power of 2, at least 8. Jitted fits compile once per
+  shape, so backtest folds (subsets of every size) share a few compilations instead of one each."""
+  return max(8, 1 << (int(n) - 1).bit_length())
+
+
+def _pad_rows(x, size: int):
+  """`x` (R, ...) with its first row repeated up to `size` rows."""
+  x = np.asarray(x)
+  return np.concatenate([x, np.repeat(x[:1], size - len(x), axis=0)])
+
+
+def bucket_pad(x, pad_to: int = 0):
+  """`x` (R, ...) padded by copies of its first row to `bucket(max(R, pad_to))` rows."""
+  return _pad_rows(x, bucket(max(len(x), pad_to)))
 
 
 @functools.lru_cache(maxsize=None)
 def _batched_lbfgs(max_iter: int):
   """Jitted L-BFGS of every start at once (one compile per max_iter, dtype and data shape)."""
-  def run(starts_SxP, logx_RxF, logy_R, delta):
-    one = lambda th: lbfgs(lambda x: power_sum_objective(x, logx_RxF, logy_R, delta), th,
+  def run(starts_SxP, logx_RxF, logy_R, weight_R, delta):
+    one = lambda th: lbfgs(lambda x: power_sum_objective(x, logx_RxF, logy_R, delta, weight_R), th,
                            max_iter=max_iter)
     return jax.vmap(one)(starts_SxP)
   return jax.jit(run)
@@ -158,18 +179,24 @@ class LawFit:
 
 
 def fit_power_sum(logx_RxF, y_R, starts_SxP, *, delta: float = 1e-3, max_iter: int = 100,
-                  polish: int = 8, polish_iter: int = 300) -> PowerSumFit:
+                  polish: int = 8, polish_iter: int = 300, pad_to: int = 0) -> PowerSumFit:
   """Huber fit of a power sum from every start at once (float32, `max_iter` iterations), then
-  `polish_iter` float64 iterations from the best `polish` results; the best is kept."""
+  `polish_iter` float64 iterations from the best `polish` results; the best is kept. Rows are
+  padded (weight 0) to `bucket(max(rows, pad_to))`: fits of subsets given one `pad_to` share a
+  compilation."""
   logx_RxF = np.asarray(logx_RxF, np.float64)
   logy_R = np.log(np.asarray(y_R, np.float64))
   starts_SxP = np.asarray(starts_SxP, np.float64)
   if starts_SxP.shape[1] != 1 + 2 * logx_RxF.shape[1]:
     raise ValueError(f"starts have {starts_SxP.shape[1]} columns; a power sum of "
                      f"{logx_RxF.shape[1]} features needs {1 + 2 * logx_RxF.shape[1]}")
+  size = bucket(max(len(logy_R), pad_to))
+  weight_R = (np.arange(size) < len(logy_R)).astype(np.float64)
+  logx_RxF, logy_R = _pad_rows(logx_RxF, size), _pad_rows(logy_R, size)
   theta_SxP, f_S, _ = _batched_lbfgs(max_iter)(jnp.asarray(starts_SxP, jnp.float32),
                                         jnp.asarray(logx_RxF, jnp.float32),
-                                        jnp.asarray(logy_R, jnp.float32), jnp.float32(delta))
+                                        jnp.asarray(logy_R, jnp.float32),
+                                        jnp.asarray(weight_R, jnp.float32), jnp.float32(delta))
   f_S = np.nan_to_num(np.asarray(f_S, np.float64), nan=np.inf)
   theta_SxP = np.asarray(theta_SxP, np.float64)
   if not np.isfinite(f_S).any():
@@ -181,7 +208,7 @@ def fit_power_sum(logx_RxF, y_R, starts_SxP, *, delta: float = 1e-3, max_iter: i
   with jax.enable_x64(True):
     theta_KxP, f_K, _ = _batched_lbfgs(polish_iter)(
         jnp.asarray(theta_SxP[finite]), jnp.asarray(logx_RxF), jnp.asarray(logy_R),
-        jnp.float64(delta))
+        jnp.asarray(weight_R), jnp.float64(delta))
     theta_KxP, f_K = np.asarray(theta_KxP), np.nan_to_num(np.asarray(f_K), nan=np.inf)
   best = int(np.argmin(f_K))
   return PowerSumFit(theta_KxP[best], float(f_K[best]), len(starts_SxP), near)
@@ -270,10 +297,11 @@ def _power_sum_theta(logx_RxF, logy_R, derive: Callable) -> Callable:
 
 
 def map_power_sum(logx_RxF, y_R, theta_P, derive: Callable, *, max_iter: int = 1000,
-                  likelihood: str = "normal") -> dict:
+                  likelihood: str = "normal", query_logx=None):
   """The MAP of `power_sum_model` (bounded E and exponents, weak priors) as the law's parameters
   (floats): a point estimate that cannot run off to the unbounded exponents a Huber fit on a few
-  rows can reach (backtests refit on subsets)."""
+  rows can reach (backtests refit on subsets). With `query_logx` (Q, F) it returns (params, sd_Q):
+  also the Laplace sd (`laplace_sd`) of the log power sum at the queries."""
   check_likelihood("map_power_sum", "likelihood", likelihood)
   logx_RxF = np.asarray(logx_RxF, np.float64)
   logy_R = np.log(np.asarray(y_R, np.float64))
@@ -281,7 +309,19 @@ def map_power_sum(logx_RxF, y_R, theta_P, derive: Callable, *, max_iter: int = 1
   with jax.enable_x64(True):
     params = _power_sum_theta(logx_RxF, logy_R, derive)(
         {k: jnp.asarray(v, jnp.float64) for k, v in sites.items()})
-  return {k: float(v) for k, v in params.items()}
+  params = {k: float(v) for k, v in params.items()}
+  if query_logx is None:
+    return params
+  return params, laplace_sd(power_sum_model, sites, _power_sum_predict, {"query_logx": query_logx},
+                            logx_RxF=logx_RxF, logy_R=logy_R, center_F=logx_RxF.mean(axis=0),
+                            likelihood=likelihood)
+
+
+def _power_sum_predict(z, model_kwargs, query_logx):
+  """The log power sum at `query_logx` (Q, F) from `power_sum_model`'s sites (`laplace_sd`)."""
+  e, s = _bounded(model_kwargs["logy_R"], z["logit_E"], z["logit_s"])
+  return power_sum_log(jnp.concatenate([e[None], z["amp"] + s * model_kwargs["center_F"], s]),
+                       query_logx)
 
 
 def sample_power_sum(logx_RxF, y_R, theta_P, derive: Callable, *, num_chains: int,
@@ -303,16 +343,82 @@ def sample_power_sum(logx_RxF, y_R, theta_P, derive: Callable, *, num_chains: in
       logy_R=logy_R, center_F=center_F, likelihood=likelihood)
 
 
+def _split_kwargs(model_kwargs: dict) -> tuple:
+  """(array kwargs, hashable tuple of the others: strings, flags, None) of a model's kwargs; the
+  arrays are traced arguments of the jitted searches, so new data reuses a compilation."""
+  static = tuple(sorted((k, v) for k, v in model_kwargs.items()
+                        if isinstance(v, (str, bool, type(None)))))
+  return {k: v for k, v in model_kwargs.items() if k not in dict(static)}, static
+
+
+def _neg_log_density(model: Callable, static: tuple, arrays: dict, unravel: Callable):
+  kwargs = dict(arrays, **dict(static))
+  return lambda f: -infer_util.log_density(model, (), kwargs, unravel(f))[0]
+
+
+@functools.lru_cache(maxsize=None)
+def _map_search(model: Callable, max_iter: int, static: tuple):
+  """Jitted L-BFGS on `model`'s negative log posterior, the data as arguments (compiled once per
+  model, data shapes and static kwargs)."""
+  def run(start, arrays):
+    flat0, unravel = ravel_pytree(start)
+    flat, value, _ = lbfgs(_neg_log_density(model, static, arrays, unravel), flat0,
+                           max_iter=max_iter)
+    return unravel(flat), value
+  return jax.jit(run)
+
+
+@functools.lru_cache(maxsize=None)
+def _hessian(model: Callable, static: tuple):
+  """Jitted Hessian of `model`'s negative log posterior in its flattened sites."""
+  def run(sites, arrays):
+    flat, unravel = ravel_pytree(sites)
+    return jax.hessian(_neg_log_density(model, static, arrays, unravel))(flat)
+  return jax.jit(run)
+
+
+def _x64(tree):
+  return jax.tree.map(lambda v: jnp.asarray(v, jnp.float64)
+                      if jnp.issubdtype(jnp.asarray(v).dtype, jnp.floating) else jnp.asarray(v),
+                      tree)
+
+
 def map_sites(model: Callable, start: dict, *, max_iter: int, **model_kwargs) -> dict:
   """Maximum a posteriori sites of `model` (every latent site unconstrained): jitted float64
   L-BFGS on the negative log posterior from `start`; raises if it ends non-finite."""
+  arrays, static = _split_kwargs(model_kwargs)
   with jax.enable_x64(True):
-    flat0, unravel = ravel_pytree({k: jnp.asarray(v, jnp.float64) for k, v in start.items()})
-    neg = lambda f: -infer_util.log_density(model, (), model_kwargs, unravel(f))[0]
-    flat, value, _ = jax.jit(lambda f: lbfgs(neg, f, max_iter=max_iter))(flat0)
+    sites, value = _map_search(model, max_iter, static)(_x64(start), _x64(arrays))
     if not np.isfinite(float(value)):
       raise ValueError("the MAP search ended at a non-finite log posterior; check the data")
-    return {k: np.asarray(v) for k, v in unravel(flat).items()}
+    return {k: np.asarray(v) for k, v in sites.items()}
+
+
+@functools.lru_cache(maxsize=None)
+def _jacobian(predict: Callable, static: tuple):
+  """Jitted Jacobian of `predict` in the flattened sites (see `laplace_sd`)."""
+  def run(sites, arrays, query):
+    flat, unravel = ravel_pytree(sites)
+    return jax.jacfwd(lambda f: predict(unravel(f), dict(arrays, **dict(static)), **query))(flat)
+  return jax.jit(run)
+
+
+def laplace_sd(model: Callable, sites: dict, predict: Callable, query: dict,
+               **model_kwargs) -> np.ndarray:
+  """The Laplace approximation's sd of a prediction at the MAP `sites` of `model`:
+  sqrt(diag(J·H⁻¹·Jᵀ)), H the Hessian of the negative log posterior in the sites, J the Jacobian
+  of `predict(sites, model_kwargs, **query)` (a vector; the delta method). `predict` is a
+  module-level function (each is compiled once per data and query shapes). H's eigenvalues are
+  floored at 1e-10 of the largest (a direction data and priors leave flat counts as very
+  uncertain, not as an error)."""
+  arrays, static = _split_kwargs(model_kwargs)
+  with jax.enable_x64(True):
+    sites, arrays = _x64(sites), _x64(arrays)
+    H_PxP = np.asarray(_hessian(model, static)(sites, arrays), np.float64)
+    J_QxP = np.asarray(_jacobian(predict, static)(sites, arrays, _x64(query)), np.float64)
+  w_P, V_PxP = np.linalg.eigh(0.5 * (H_PxP + H_PxP.T))
+  w_P = np.maximum(w_P, 1e-10 * max(float(w_P.max()), 1e-300))
+  return np.sqrt(np.sum((J_QxP @ V_PxP) ** 2 / w_P, axis=1))
 
 
 # --------------------------------------------------------------------- inputs and queries
