@@ -108,7 +108,7 @@ def per_row_model(data, group_R, n_R, c_R):
   """`approach2.model` with the accuracy likelihood as one BetaBinomial term per results row."""
   z = approach2.sample_sites(data)
   loss_G, a_G, b_G = approach2.group_beta(z, data)
-  numpyro.factor("loss_ll", approach2.loss_log_likelihood(z, data, loss_G))
+  numpyro.factor("loss_ll", approach2.loss_log_likelihood(z, data, loss_G, a_G, b_G))
   numpyro.sample("c", dist.BetaBinomial(a_G[group_R], b_G[group_R], total_count=n_R), obs=c_R)
 
 

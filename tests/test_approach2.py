@@ -66,6 +66,23 @@ def test_prepare_aggregates_counts_and_nll_only_rows():
   np.testing.assert_allclose(data.nll_G, np.bincount(group_R, results.nll) / questions_G)
 
 
+def test_question_slope_is_each_groups_least_squares_slope():
+  results = _results(3, 2, 40, 8, seed=0, nll_only_every=7)
+  data = approach2.prepare(results, floors=FLOORS)
+  group_R, both_R = approach2.row_groups(results), results.sampled & results.has_nll
+  for g in range(len(data.task_G)):
+    sel = both_R & (group_R == g)
+    rate, rel = results.c[sel] / results.n[sel], results.nll[sel] / results.nll[sel].mean()
+    assert data.pass_rate_G[g] == pytest.approx(rate.mean())
+    assert data.slope_G[g] == pytest.approx(np.polyfit(rate, rel, 1)[0])
+  # The simulator's NLL falls as a question's pass rate rises: the two errors share the questions.
+  assert np.all(data.slope_G < 0)
+  rate_G, slope_G = approach2.question_slope(np.array([0, 0, 0, 1, 1]), np.ones(5),
+                                             np.array([0.5, 0.5, 0.5, 0.1, 0.9]), 2)
+  np.testing.assert_allclose(rate_G, [0.5, 0.5])
+  np.testing.assert_array_equal(slope_G, [0.0, 0.0])  # no spread in rate; under 3 questions
+
+
 @pytest.mark.parametrize("likelihood", ["gammaln", "rising"])
 def test_aggregated_likelihood_equals_per_row_terms(likelihood):
   results = _results(3, 2, 40, 8, seed=0, nll_only_every=7)

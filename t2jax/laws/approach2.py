@@ -4,8 +4,14 @@ Per task t and model (N, D):
 - task loss L̂ = E + A/N^α + B/D^β, where the task loss is the mean over questions of the gold
   answer's *total* NLL (nats per answer, not per token): it is −E[log p_i] for p_i = exp(−nll_i),
   the quantity the NLL-only observation below uses, and it needs no token counts. Observed as
-  log(mean NLL) ~ Normal(log L̂, σ_t), or a Student-t (`prepare(loss_likelihood="student_t")`,
-  `optim.observation`) for ladders with outlier losses;
+  log(mean NLL) ~ Normal(log L̂ + κ_g·(ȳ_g − μ_g), σ_t) given the group's observed mean pass rate
+  ȳ_g, or a Student-t (`prepare(loss_likelihood="student_t")`, `optim.observation`) for ladders
+  with outlier losses. The same questions give the mean NLL and the pass rate, so their sampling
+  errors are correlated (an easy draw of questions lowers one and raises the other): treating them
+  as independent counts that error twice and gives too narrow a posterior (ours). The loss is
+  therefore observed conditionally on the pass rate, with κ_g the regression slope of nll_i/mean
+  NLL on c_i/n_i over the group's questions (a plug-in from the data; `question_slope`), which
+  for i.i.d. questions is the slope of the means too; μ_g is the model's mean pass@1;
 - per-question accuracy p_i ~ Beta(a, b) with mean μ = floor + (ceil − floor)·sigmoid(θ1 − θ2·L̂)
   (θ2 > 0) and precision ν = exp(θ3 + θ4·L̂), softly capped at 1e4 (`precision`); a = μν,
   b = (1 − μ)ν. The floor is chance
@@ -62,6 +68,8 @@ class Approach2Data:
   logN_G: np.ndarray
   logD_G: np.ndarray
   nll_G: np.ndarray  # mean per-answer gold NLL of the group's questions
+  pass_rate_G: np.ndarray  # mean c/n of the group's sampled questions that have an NLL
+  slope_G: np.ndarray  # κ: regression slope of nll_i / mean NLL on c_i / n_i (`question_slope`)
   group_K: np.ndarray
   n_K: np.ndarray
   c_K: np.ndarray
@@ -115,6 +123,21 @@ def _counts_above(group_R, x_R, G, J) -> np.ndarray:
   return np.cumsum(hist_GxX[:, ::-1], axis=1)[:, ::-1][:, 1:]
 
 
+def question_slope(group_R, nll_R, rate_R, G) -> tuple:
+  """(mean rate, κ) per group (G,): the mean of `rate_R` and the least-squares slope of
+  nll / (the group's mean nll) on rate over each group's rows; κ = 0 where a group has under 3
+  rows or no spread in rate."""
+  count_G = np.bincount(group_R, minlength=G).astype(np.float64)
+  safe_G = np.maximum(count_G, 1.0)
+  rate_G = np.bincount(group_R, rate_R, G) / safe_G
+  rel_R = nll_R / (np.bincount(group_R, nll_R, G) / safe_G)[group_R]
+  dev_R = rate_R - rate_G[group_R]
+  var_G = np.bincount(group_R, dev_R ** 2, G)
+  cov_G = np.bincount(group_R, dev_R * rel_R, G)
+  ok_G = (count_G >= 3) & (var_G > 1e-12 * np.maximum(count_G, 1.0))
+  return rate_G, np.where(ok_G, cov_G / np.where(ok_G, var_G, 1.0), 0.0)
+
+
 def prepare(results: table_lib.ResultsTable, *, floors: Optional[dict] = None,
             ceilings: Optional[dict] = None, likelihood: str = "auto",
             loss_likelihood: str = "normal") -> Approach2Data:
@@ -149,6 +172,9 @@ def prepare(results: table_lib.ResultsTable, *, floors: Optional[dict] = None,
   nll_G = np.bincount(group_R[has_nll], results.nll[has_nll], G) / nll_count_G
 
   sampled = results.sampled
+  both = sampled & has_nll
+  pass_rate_G, slope_G = question_slope(group_R[both], results.nll[both],
+                                        results.c[both] / results.n[both], G)
   base = int(results.n.max()) + 1
   keys, weight_K = np.unique((group_R[sampled] * base + results.n[sampled]) * base
                              + results.c[sampled], return_counts=True)
@@ -181,6 +207,7 @@ def prepare(results: table_lib.ResultsTable, *, floors: Optional[dict] = None,
                            for t in range(len(tasks))])
   return Approach2Data(
       tasks=tasks, floor_T=floor_T, ceil_T=ceil_T, task_G=task_G, logN_G=logN_G, logD_G=logD_G, nll_G=nll_G,
+      pass_rate_G=pass_rate_G, slope_G=slope_G,
       group_K=group_K, n_K=n_K.astype(np.float64), c_K=c_K.astype(np.float64),
       weight_K=weight_K.astype(np.float64), log_choose=log_choose,
       beta_count_G=beta_count_G.astype(np.float64), sum_logp_G=sum_logp_G,
@@ -207,6 +234,7 @@ def pad(data: Approach2Data, sizes: Optional[tuple] = None) -> Approach2Data:
   return dataclasses.replace(
       data, task_G=by_group(data.task_G), logN_G=by_group(data.logN_G),
       logD_G=by_group(data.logD_G), nll_G=by_group(data.nll_G), mask_G=by_group(data.mask_G, 0.0),
+      pass_rate_G=by_group(data.pass_rate_G), slope_G=by_group(data.slope_G),
       beta_count_G=by_group(data.beta_count_G, 0.0), sum_logp_G=by_group(data.sum_logp_G, 0.0),
       sum_log1mp_G=by_group(data.sum_log1mp_G, 0.0), group_K=by_entry(data.group_K),
       n_K=by_entry(data.n_K), c_K=by_entry(data.c_K), weight_K=by_entry(data.weight_K), **above)
@@ -261,17 +289,18 @@ def group_beta(z: dict, data: Approach2Data):
   return loss_G, mu_G * nu_G, (1 - mu_G) * nu_G
 
 
-def loss_log_density(z: dict, data: Approach2Data, loss_G):
-  """Per group (G,): log(mean NLL) ~ Normal(log L̂, σ_t), or Student-t per `data.loss_likelihood`
-  (0 for padding)."""
+def loss_log_density(z: dict, data: Approach2Data, loss_G, a_G, b_G):
+  """Per group (G,): log(mean NLL) ~ Normal(log L̂ + κ·(ȳ − μ), σ_t) given the observed pass rate
+  ȳ (μ = a/(a + b)), or Student-t per `data.loss_likelihood` (0 for padding)."""
   sigma_G = jnp.exp(z["log_sigma"][data.task_G])
-  return data.mask_G * optim.observation(data.loss_likelihood, jnp.log(loss_G), sigma_G).log_prob(
+  loc_G = jnp.log(loss_G) + data.slope_G * (data.pass_rate_G - a_G / (a_G + b_G))
+  return data.mask_G * optim.observation(data.loss_likelihood, loc_G, sigma_G).log_prob(
       jnp.log(data.nll_G))
 
 
-def loss_log_likelihood(z: dict, data: Approach2Data, loss_G):
+def loss_log_likelihood(z: dict, data: Approach2Data, loss_G, a_G, b_G):
   """`loss_log_density` summed over groups."""
-  return jnp.sum(loss_log_density(z, data, loss_G))
+  return jnp.sum(loss_log_density(z, data, loss_G, a_G, b_G))
 
 
 def accuracy_log_likelihood(data: Approach2Data, a_G, b_G):
@@ -303,7 +332,7 @@ def model(data: Approach2Data):
   """The NumPyro model: priors, the task-loss likelihood and the accuracy likelihood."""
   z = sample_sites(data)
   loss_G, a_G, b_G = group_beta(z, data)
-  numpyro.factor("loss_ll", loss_log_likelihood(z, data, loss_G))
+  numpyro.factor("loss_ll", loss_log_likelihood(z, data, loss_G, a_G, b_G))
   numpyro.factor("accuracy_ll", accuracy_log_likelihood(data, a_G, b_G))
 
 

@@ -85,7 +85,8 @@ def approach2_groups(post, data: approach2.Approach2Data) -> np.ndarray:
 
   def one(z):
     loss_G, a_G, b_G = approach2.group_beta(z, data)
-    return approach2.loss_log_density(z, data, loss_G) + _accuracy_G(data, a_G, b_G, log_choose_G)
+    return (approach2.loss_log_density(z, data, loss_G, a_G, b_G)
+            + _accuracy_G(data, a_G, b_G, log_choose_G))
 
   with jax.enable_x64(True):
     z_S = {k: jnp.asarray(v, jnp.float64) for k, v in sites.items()}
