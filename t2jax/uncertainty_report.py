@@ -104,13 +104,15 @@ def markdown(backtests: Optional[dict]) -> list[str]:
             "intervals and the held-out predictive intervals widen with d.", "",
             "| law / task | scale | folds | points | median abs. error | ρ | s0 | s1 | in-sample 90% coverage |",
             "|---|---|---|---|---|---|---|---|---|"]
+  skipped = []  # listed below the table: a line inside it would end it
   for law, s in summary(backtests).items():
     med = "n/a" if s["median_abs_error"] is None else f"{s['median_abs_error']:.3f}"
     cov = "n/a" if s["coverage_in_sample"] is None else f"{s['coverage_in_sample']:.0%}"
     lines.append(f"| {law} | {s['scale']} | {s['num_folds']} | {s['num_points']} | {med} | "
                  f"{s['rho']:g} | {s['s0']:.3f} | {s['s1']:.3f} | {cov} |")
-    for label, why in s["skipped"].items():
-      lines.append(f"\n{law}: fold `{label}` skipped ({why}).")
+    skipped += [f"- {law}: fold `{label}` skipped ({why})." for label, why in s["skipped"].items()]
+  if skipped:
+    lines += [""] + skipped
   if not any(b["points"] for b in backtests.values()):
     lines += ["", "No fold had enough models (6 or more of 2+ sizes) to refit: the discrepancy "
               "is 0 and the intervals treat the laws as exact within the fitted range."]

@@ -84,3 +84,19 @@ def test_fit_rejects_bad_input():
     chinchilla.fit(np.array([1e6, 1e7]), np.array([1e8, 1e9]), np.array([3.0, np.nan]))
   with pytest.raises(ValueError, match="1-D arrays of one length"):
     chinchilla.fit(np.array([1e6, 1e7]), np.array([1e8]), np.array([3.0, 2.0]))
+
+
+def test_map_fit_starts_from_a_point_fit_that_diverged():
+  """Six `cpu` ladder rungs (3 sizes × D/N 10-40), a backtest fold: the Huber point fit there sent
+  A and α to infinity; the MAP must start from the prior instead and end finite."""
+  N = np.array([39504.0, 39504, 39504, 63096, 63096, 92320])
+  D = N * np.array([10.0575, 20.0113, 40.0227, 10.0621, 20.0593, 10.0270])
+  loss = np.array([6.26308, 5.76687, 5.40740, 5.76705, 5.34826, 5.52462])
+  logx, theta = np.log(np.stack([N, D], axis=1)), np.array([np.log(4.24), np.inf, np.log(591.0),
+                                                            67.3, 0.446])
+  params, sd = optim.map_power_sum(logx, loss, theta, chinchilla._derive,  # pylint: disable=protected-access
+                                   query_logx=np.log([[1.54e5, 1.54e5 * 40], [3.95e4, 3.95e4 * 200]]))
+  assert all(np.isfinite(v) for v in params.values()) and np.all(np.isfinite(sd)) and np.all(sd > 0)
+  assert 0.01 < params["alpha"] < 1.95 and params["E"] < loss.min()
+  fitted = np.asarray(chinchilla.loss(params, N, D))
+  assert np.max(np.abs(np.log(fitted / loss))) < 0.02

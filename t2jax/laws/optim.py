@@ -274,14 +274,18 @@ def power_sum_model(logx_RxF, logy_R, center_F, likelihood: str = "normal"):
 
 def _power_sum_map(logx_RxF, logy_R, theta_P, *, max_iter: int, likelihood: str) -> dict:
   """MAP sites of `power_sum_model` by float64 L-BFGS from the point fit `theta_P` (E and the
-  exponents clipped into their bounds, each term kept at its fitted value at the data's centre)."""
+  exponents clipped into their bounds, each term kept at its fitted value at the data's centre;
+  a term the point fit sent to infinity, as a few rows allow, starts at its prior's centre)."""
   F = logx_RxF.shape[1]
   center_F = logx_RxF.mean(axis=0)
   E = np.clip(np.exp(theta_P[0] - logy_R.min()), 1e-4, 0.99)
   s_F = np.clip(theta_P[1 + F:], 0.01, 1.95)
+  amp_F = theta_P[1:1 + F] - theta_P[1 + F:] * center_F
   resid = logy_R - np.asarray(power_sum_log(jnp.asarray(theta_P), jnp.asarray(logx_RxF)))
-  start = {"logit_E": logit(E), "amp": theta_P[1:1 + F] - theta_P[1 + F:] * center_F,
-           "logit_s": logit(s_F / 2), "log_sigma": np.log(max(np.std(resid), 1e-3))}
+  spread = np.std(resid) if np.all(np.isfinite(resid)) else np.std(logy_R)
+  start = {"logit_E": logit(E),
+           "amp": np.where(np.isfinite(amp_F), amp_F, np.median(logy_R) - 1.0),
+           "logit_s": logit(s_F / 2), "log_sigma": np.log(max(spread, 1e-3))}
   return map_sites(power_sum_model, start, max_iter=max_iter, logx_RxF=logx_RxF, logy_R=logy_R,
                    center_F=center_F, likelihood=likelihood)
 
