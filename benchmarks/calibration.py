@@ -41,7 +41,7 @@ from t2jax.laws import approach2, discrepancy, optimize, simulate, table
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 BUDGETS = (1e19, 1e20)  # training FLOPs C
 INFERENCE_BUDGETS = (1e9, 1e11)  # per-token inference FLOPs C_inf = 2·N·k
-TASKS_PER_WORKER = 10  # data sets a worker process fits before a fresh one takes over
+TASKS_PER_WORKER = 10  # data sets per worker in one pool; a fresh pool takes the next chunk
 
 _NUM = flags.DEFINE_integer("num_datasets", 50, "Simulated data sets.")
 _QUESTIONS = flags.DEFINE_integer("num_questions", 200, "Questions per model and task.")

@@ -221,6 +221,11 @@ def logit(p):
 LOGIT_S0 = float(logit(0.2))
 
 
+def amp_prior_center(logy_R):
+  """The centre of `power_sum_model`'s prior on each term's log size at the data's centre."""
+  return jnp.median(logy_R) - 1.0
+
+
 def _bounded(logy_R, logit_E, logit_s):
   """(log E, s): E = min y · sigmoid(logit_E) below the lowest observed y, s = 2·sigmoid(logit_s)
   in (0, 2). Bounding both removes the funnels (E → 0 with log E → −∞ where the likelihood is
@@ -263,7 +268,7 @@ def power_sum_model(logx_RxF, logy_R, center_F, likelihood: str = "normal"):
   """
   F = logx_RxF.shape[-1]
   logit_E = numpyro.sample("logit_E", dist.Normal(0.0, 1.5))
-  amp = numpyro.sample("amp", dist.Normal(jnp.median(logy_R) - 1.0, 2.0).expand([F]))
+  amp = numpyro.sample("amp", dist.Normal(amp_prior_center(logy_R), 2.0).expand([F]))
   logit_s = numpyro.sample("logit_s", dist.Normal(LOGIT_S0, 1.0).expand([F]))
   log_sigma = numpyro.sample("log_sigma", dist.Normal(jnp.log(0.02), 1.0))
   e, s = _bounded(logy_R, logit_E, logit_s)
@@ -284,7 +289,7 @@ def _power_sum_map(logx_RxF, logy_R, theta_P, *, max_iter: int, likelihood: str)
   resid = logy_R - np.asarray(power_sum_log(jnp.asarray(theta_P), jnp.asarray(logx_RxF)))
   spread = np.std(resid) if np.all(np.isfinite(resid)) else np.std(logy_R)
   start = {"logit_E": logit(E),
-           "amp": np.where(np.isfinite(amp_F), amp_F, np.median(logy_R) - 1.0),
+           "amp": np.where(np.isfinite(amp_F), amp_F, float(amp_prior_center(logy_R))),
            "logit_s": logit(s_F / 2), "log_sigma": np.log(max(spread, 1e-3))}
   return map_sites(power_sum_model, start, max_iter=max_iter, logx_RxF=logx_RxF, logy_R=logy_R,
                    center_F=center_F, likelihood=likelihood)
